@@ -1,0 +1,46 @@
+"""Shared fixtures.
+
+``tis_class`` runs a test once per register-model variant, in the manner of
+aio-libs: id ``c`` is the compiled model, id ``py`` the pure-Python source
+of the same module. ``c`` fails (not skips) when the extension is missing and
+TPMDEV_REQUIRE_EXTENSIONS is set, and is skipped otherwise, so a pure
+install still runs every behavioural test once.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import tpmdev
+import tpmdev.hw
+import tpmdev.hw.tis
+
+
+def _pure_tis_class() -> type[tpmdev.TIS]:
+    core = tpmdev.hw.pure("tis").TisCore
+
+    class PureTIS(tpmdev.TIS):
+        _Core = core
+
+    PureTIS.__name__ = PureTIS.__qualname__ = "TIS"
+    return PureTIS
+
+
+@pytest.fixture(params=["c", "py"])
+def impl(request: pytest.FixtureRequest) -> str:
+    """The variant under test: 'c' (compiled) or 'py' (pure Python)."""
+    if request.param == "c" and not tpmdev.hw.is_compiled(tpmdev.hw.tis):
+        if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+            pytest.fail("compiled register models are missing")
+        pytest.skip("compiled register models are not built")
+    return str(request.param)
+
+
+@pytest.fixture
+def tis_class(impl: str) -> type[tpmdev.TIS]:
+    """``tpmdev.TIS`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.TIS
+    return _pure_tis_class()

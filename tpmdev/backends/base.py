@@ -1,0 +1,104 @@
+"""The backend interface: what a frontend needs from a TPM.
+
+Shaped like QEMU's TPM backend class. A frontend (TIS, CRB, ...) never talks
+to a TPM directly: its device layer calls these methods. All of them are
+synchronous; the device layer decides whether a command runs on the caller's
+thread (deterministic, the default) or on a worker thread. :meth:`cancel` and
+the established-flag methods may be called from another thread while
+:meth:`execute` runs.
+
+Lifecycle, as QEMU drives it at every machine reset::
+
+    size = backend.get_buffer_size()      # what the TPM can take
+    backend.reset()                        # finish/cancel anything in flight
+    backend.startup(min(size, 4096))       # power the TPM on (TPM_Init)
+
+The guest (firmware) then sends TPM(2)_Startup itself; a backend never does.
+
+Errors: a backend raises :class:`tpmdev.BackendError` when a command cannot
+be run (dead process, timeout, garbled reply). A device layer turns that into
+:data:`tpmdev.wire.FATAL_RESPONSE` for the guest, as QEMU does.
+"""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+
+from tpmdev.errors import StateError
+
+__all__ = ["Backend", "DEFAULT_BUFFER_SIZE"]
+
+#: Buffer size assumed when a backend cannot say (QEMU's default).
+DEFAULT_BUFFER_SIZE = 4096
+
+
+class Backend(abc.ABC):
+    """Base class of every TPM backend.
+
+    Subclasses implement :meth:`execute` and :attr:`tpm_version`; the other
+    methods have the neutral behaviour QEMU's base class has (no cancel, flag
+    not established, 4096-byte buffer).
+    """
+
+    _closed: bool = False
+
+    # -- identity -------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def tpm_version(self) -> int:
+        """1 for TPM 1.2, 2 for TPM 2.0, 0 if it could not be determined."""
+
+    # -- commands -------------------------------------------------------
+    @abc.abstractmethod
+    def execute(self, command: bytes, locality: int = 0) -> bytes:
+        """Run one TPM command at *locality* and return its response.
+
+        Raises :class:`tpmdev.BackendError` if the TPM could not run it.
+        """
+
+    def cancel(self) -> None:
+        """Ask the TPM to cancel the command in flight, if it can."""
+
+    # -- power and reset ------------------------------------------------
+    def startup(self, buffer_size: int = 0) -> None:
+        """Power the TPM on with *buffer_size* (0 leaves it as it is)."""
+
+    def reset(self) -> None:
+        """Machine reset: finish or cancel whatever is in flight."""
+
+    def get_buffer_size(self) -> int:
+        """The largest command/response the TPM accepts, in bytes."""
+        return DEFAULT_BUFFER_SIZE
+
+    # -- the TPM established flag (TIS ACCESS bit 0, CRB tpmEstablished) --
+    def get_established_flag(self) -> bool:
+        """Whether a dynamic root of trust was established (TPM_HASH_START)."""
+        return False
+
+    def reset_established_flag(self, locality: int) -> None:
+        """Clear the established flag (TPM 2.0, locality 3 or 4)."""
+
+    # -- lifetime -------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release what the backend holds (processes, sockets). Idempotent."""
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StateError(f"{type(self).__name__} is closed; create a new backend")
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

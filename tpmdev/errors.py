@@ -1,0 +1,40 @@
+"""The exceptions tpmdev raises.
+
+Every error derives from :class:`TpmDevError`, so ``except tpmdev.TpmDevError``
+catches anything this library raises on purpose. The subclasses say whose
+fault it was:
+
+* :class:`AccessError` -- the host called a device wrongly (offset outside the
+  region, a size that is not 1, 2 or 4, a value that is not an int or does not
+  fit). Guest behaviour never raises it: a guest may write anything anywhere.
+* :class:`BackendError` -- the TPM behind the device failed (a process died, a
+  socket stalled or answered garbage, a control command was refused).
+* :class:`ConfigurationError` -- a constructor got an option it cannot use
+  (an unknown TPM version, an IRQ number out of range, ...).
+* :class:`StateError` -- the object is in the wrong state for the call (used
+  after close, a second live instance of a one-per-process TPM, ...).
+"""
+
+from __future__ import annotations
+
+__all__ = ["TpmDevError", "AccessError", "BackendError", "ConfigurationError", "StateError"]
+
+
+class TpmDevError(Exception):
+    """Base class of every error raised by tpmdev."""
+
+
+class AccessError(TpmDevError, ValueError):
+    """The host accessed a device region wrongly (offset, size or value)."""
+
+
+class BackendError(TpmDevError):
+    """The TPM backend failed to run a command or a control operation."""
+
+
+class StateError(TpmDevError):
+    """The object is not in a state that allows the call."""
+
+
+class ConfigurationError(TpmDevError, ValueError):
+    """A device or backend was configured with an unusable option."""
