@@ -44,3 +44,11 @@ def tis_class(impl: str) -> type[tpmdev.TIS]:
     if impl == "c":
         return tpmdev.TIS
     return _pure_tis_class()
+
+
+@pytest.fixture
+def core_class(impl: str) -> type:
+    """``TisCore`` (the sans-IO register model) of the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.hw.tis.TisCore  # type: ignore[no-any-return]
+    return tpmdev.hw.pure("tis").TisCore  # type: ignore[no-any-return]
