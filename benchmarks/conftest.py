@@ -1,0 +1,49 @@
+"""Fixtures for the benchmarks: both register-model variants and QEMU over qtest."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import tpmdev
+import tpmdev.hw
+import tpmdev.hw.tis
+
+# The QEMU/swtpm harness lives with the conformance tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.oracle.qtest import Qemu, QemuTis, Swtpm  # noqa: E402
+
+
+def _pure_tis_class() -> type[tpmdev.TIS]:
+    class PureTIS(tpmdev.TIS):
+        _Core = tpmdev.hw.pure("tis").TisCore
+
+    return PureTIS
+
+
+@pytest.fixture(params=["c", "py"])
+def tis_class(request: pytest.FixtureRequest) -> type[tpmdev.TIS]:
+    if request.param == "c":
+        if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
+            if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+                pytest.fail("compiled register models are missing")
+            pytest.skip("compiled register models are not built")
+        return tpmdev.TIS
+    return _pure_tis_class()
+
+
+@pytest.fixture(scope="session")
+def qemu_tis() -> Iterator[QemuTis]:
+    """QEMU 7.2's tpm-tis on a real swtpm, driven over qtest."""
+    with tempfile.TemporaryDirectory(prefix="tpmdev-bench-") as tmp:
+        swtpm = Swtpm(Path(tmp), tpm2=True).start()
+        try:
+            with Qemu(Path(tmp), swtpm).start() as qemu:
+                yield QemuTis(qemu)
+        finally:
+            swtpm.close()

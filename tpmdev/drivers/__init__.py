@@ -1,0 +1,9 @@
+"""Guest-side drivers: software that uses a frontend the way firmware and OS
+drivers do (for demos, tests and benchmarks). They need only an object with
+``read(offset, size)`` and ``write(offset, value, size)``."""
+
+from __future__ import annotations
+
+from tpmdev.drivers.tis import TisDriver, TisTimeout
+
+__all__ = ["TisDriver", "TisTimeout"]
