@@ -1,0 +1,204 @@
+"""The TIS device layer: a register model joined to a real backend.
+
+Runs on both variants (``tis_class``) over the built-in TPM, in synchronous
+and asynchronous completion, and with backends that fail (fault injection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Iterator
+
+import pytest
+
+import tpmdev
+from tpmdev.backends.base import Backend
+from tpmdev.drivers import commands as C
+from tpmdev.drivers.tis import TisDriver
+from tpmdev.hw import regs as R
+from tpmdev.wire import FATAL_RESPONSE, response_code
+
+
+def test_api_names(tis_class: type[tpmdev.TIS]) -> None:
+    with tis_class(tpmdev.backends.Builtin()) as dev:
+        assert dev.read.__self__ is dev.core and dev.write.__self__ is dev.core  # type: ignore[attr-defined]
+        assert dev.mmio.shape == (0x5000,) and str(dev.mmio.dtype) == "uint8"
+        assert dev.tpm_version == 2
+        assert issubclass(tpmdev.AccessError, ValueError)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_version_from_backend_or_forced(tis_class: type[tpmdev.TIS], version: int) -> None:
+    with tis_class(tpmdev.backends.Builtin(tpm_version=version)) as dev:
+        assert dev.read(R.TPM_INTF_CAPABILITY) == R.intf_capability(version)
+    with tis_class(tpmdev.backends.Builtin(tpm_version=2), tpm_version=version) as dev:
+        assert dev.read(R.TPM_INTERFACE_ID) == R.interface_id(version)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"tpm_version": 3}, {"irq_num": 16}, {"irq_num": -1}, {"irq": 5}],
+    ids=["version", "irq16", "irq-1", "irq-not-callable"],
+)
+def test_bad_configuration(tis_class: type[tpmdev.TIS], kwargs: dict[str, object]) -> None:
+    with pytest.raises(tpmdev.TpmDevError):
+        tis_class(tpmdev.backends.Builtin(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_irq_num_in_int_vector(tis_class: type[tpmdev.TIS]) -> None:
+    with tis_class(tpmdev.backends.Builtin(), irq_num=11) as dev:
+        assert [dev.read((n << 12) + R.TPM_INT_VECTOR) for n in range(5)] == [11] * 5
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_commands_through_registers(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
+    with tis_class(tpmdev.backends.Builtin(), asynchronous=asynchronous) as dev:
+        driver = TisDriver(dev, locality=0)
+        assert response_code(driver.transmit(C.tpm2_startup())) == 0
+        assert len(C.decode_get_random(driver.transmit(C.tpm2_get_random(20)))) == 20
+        digest = hashlib.sha256(b"measured").digest()
+        assert response_code(driver.transmit(C.tpm2_pcr_extend(16, digest))) == 0
+        _, values = C.decode_pcr_read(driver.transmit(C.tpm2_pcr_read([16])))
+        assert values == [hashlib.sha256(bytes(32) + digest).digest()]
+
+
+def test_sync_response_in_place_when_tpmgo_returns(tis_class: type[tpmdev.TIS]) -> None:
+    with tis_class(tpmdev.backends.Builtin()) as dev:
+        dev.write(R.TPM_ACCESS, 2, 1)
+        dev.write(R.TPM_STS, R.TPM_STS_COMMAND_READY, 1)
+        for byte in C.tpm2_startup():
+            dev.write(R.TPM_DATA_FIFO, byte, 1)
+        dev.write(R.TPM_STS, R.TPM_STS_GO, 1)
+        assert dev.read(R.TPM_STS) == 0x04000A90
+
+
+class Gate(Backend):
+    """Fault injection: a Builtin whose commands wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.inner = tpmdev.backends.Builtin()
+        self.gate = threading.Event()
+        self.cancels = 0
+
+    @property
+    def tpm_version(self) -> int:
+        return 2
+
+    def execute(self, command: bytes, locality: int = 0) -> bytes:
+        assert self.gate.wait(10)
+        return self.inner.execute(command, locality)
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+@pytest.fixture
+def gated(tis_class: type[tpmdev.TIS]) -> Iterator[tuple[tpmdev.TIS, Gate]]:
+    gate = Gate()
+    dev = tis_class(gate, asynchronous=True)
+    yield dev, gate
+    gate.gate.set()
+    dev.close()
+
+
+def _start(dev: tpmdev.TIS, command: bytes, locality: int = 0) -> None:
+    base = locality << 12
+    dev.write(base + R.TPM_ACCESS, 2, 1)
+    dev.write(base + R.TPM_STS, R.TPM_STS_COMMAND_READY, 1)
+    for byte in command:
+        dev.write(base + R.TPM_DATA_FIFO, byte, 1)
+    dev.write(base + R.TPM_STS, R.TPM_STS_GO, 1)
+
+
+def test_async_executes_until_applied(gated: tuple[tpmdev.TIS, Gate]) -> None:
+    dev, gate = gated
+    _start(dev, C.tpm2_startup())
+    assert dev.busy and dev.read(R.TPM_STS) == 0x040FF480
+    gate.gate.set()
+    assert dev.wait(10)
+    assert not dev.busy
+    assert dev.read(R.TPM_STS) == 0x04000A90
+
+
+def test_async_cancel_reaches_backend(gated: tuple[tpmdev.TIS, Gate]) -> None:
+    dev, gate = gated
+    _start(dev, C.tpm2_startup())
+    dev.write(R.TPM_STS, R.TPM_STS_COMMAND_CANCEL)
+    assert gate.cancels == 1
+    dev.write(R.TPM_STS, R.TPM_STS_COMMAND_READY, 1)  # abort: cancel again, READY on completion
+    assert gate.cancels == 2
+    gate.gate.set()
+    dev.wait(10)
+    assert dev.read(R.TPM_STS) == 0x04100040
+
+
+def test_async_completion_hook_and_poll(tis_class: type[tpmdev.TIS]) -> None:
+    ready = threading.Event()
+    with tis_class(tpmdev.backends.Builtin(), asynchronous=True, on_complete=ready.set) as dev:
+        _start(dev, C.tpm2_startup())
+        assert ready.wait(10)
+        assert dev.poll() is True
+        assert dev.poll() is False
+        assert dev.read(R.TPM_STS) & 0xFF == 0x90
+
+
+def test_reset_finishes_command_in_flight(gated: tuple[tpmdev.TIS, Gate]) -> None:
+    dev, gate = gated
+    _start(dev, C.tpm2_startup())
+    threading.Timer(0.05, gate.gate.set).start()
+    dev.reset()
+    assert not dev.busy
+    assert dev.read(R.TPM_ACCESS, 1) == 0x81
+
+
+class Broken(Backend):
+    """Fault injection: every command fails."""
+
+    tpm_version = 2
+
+    def execute(self, command: bytes, locality: int = 0) -> bytes:
+        raise tpmdev.BackendError("swtpm went away")
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_backend_failure_gives_guest_tpm_fail(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
+    errors: list[tpmdev.BackendError] = []
+    with tis_class(Broken(), asynchronous=asynchronous, on_backend_error=errors.append) as dev:
+        response = TisDriver(dev, timeout=5).transmit(C.tpm2_startup())
+        assert response == FATAL_RESPONSE
+        assert dev.backend_error is errors[0] and "went away" in str(errors[0])
+
+
+def test_backend_bug_is_contained(tis_class: type[tpmdev.TIS]) -> None:
+    class Buggy(Broken):
+        def execute(self, command: bytes, locality: int = 0) -> bytes:
+            raise ZeroDivisionError
+
+    with tis_class(Buggy()) as dev:
+        assert TisDriver(dev).transmit(C.tpm2_startup()) == FATAL_RESPONSE
+        assert isinstance(dev.backend_error, tpmdev.BackendError)
+        assert isinstance(dev.backend_error.__cause__, ZeroDivisionError)
+
+
+def test_close_closes_owned_backend(tis_class: type[tpmdev.TIS]) -> None:
+    backend = tpmdev.backends.Builtin()
+    dev = tis_class(backend)
+    dev.close()
+    dev.close()  # idempotent
+    assert backend.closed
+    with pytest.raises(tpmdev.StateError):
+        dev.reset()
+    kept = tpmdev.backends.Builtin()
+    with tis_class(kept, close_backend=False):
+        pass
+    assert not kept.closed
+
+
+def test_established_flag_read_from_backend(tis_class: type[tpmdev.TIS]) -> None:
+    class Established(Broken):
+        def get_established_flag(self) -> bool:
+            return True
+
+    with tis_class(Established()) as dev:
+        assert dev.read(R.TPM_ACCESS, 1) == 0x80
