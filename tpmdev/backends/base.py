@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
+from typing import TypeVar
 
 from tpmdev.errors import StateError
 
@@ -31,6 +32,8 @@ __all__ = ["Backend", "DEFAULT_BUFFER_SIZE"]
 
 #: Buffer size assumed when a backend cannot say (QEMU's default).
 DEFAULT_BUFFER_SIZE = 4096
+
+_B = TypeVar("_B", bound="Backend")
 
 
 class Backend(abc.ABC):
@@ -92,7 +95,7 @@ class Backend(abc.ABC):
         if self._closed:
             raise StateError(f"{type(self).__name__} is closed; create a new backend")
 
-    def __enter__(self) -> Backend:
+    def __enter__(self: _B) -> _B:
         return self
 
     def __exit__(
