@@ -1,0 +1,146 @@
+"""The builtin backend: a software TPM in pure Python.
+
+Works with nothing but the package's own dependencies. It speaks the real
+wire formats -- TPM 2.0 (TCG TPM 2.0 Library rev. 1.59, Parts 2 and 3) or a
+TPM 1.2 subset (TPM Main 1.2 rev. 116) -- for the commands firmware, QEMU's
+version probe and an OS boot use, and answers everything else with the error
+a TPM gives.
+
+Theory of operation
+-------------------
+
+:class:`Builtin` is a thin :class:`~tpmdev.backends.Backend` around one
+engine, :class:`~._tpm2.Tpm2` or :class:`~._tpm12.Tpm12`. An engine is a
+sans-IO state machine: ``execute(command, locality) -> response`` reads
+nothing but its arguments, its state and two injected sources -- an
+:class:`~._rng.Rng` and a millisecond clock -- and never raises for any byte
+string. Malformed input gets the response code a TPM gives (the order of the
+checks is documented at the top of each engine module and cross-checked
+against swtpm 0.7.1 / libtpms 0.9.2 in the tests).
+
+Power: a new Builtin is a TPM that was just powered on; :meth:`startup` is
+another power-on (``_TPM_Init``). Either way the guest must send
+TPM(2)_Startup before anything else, and the TPM answers TPM_RC_INITIALIZE
+(TPM 1.2: TPM_INVALID_POSTINIT) until it does.
+
+State: everything a TPM remembers lives in one dataclass per engine
+(``Tpm2State`` / ``Tpm12State``: PCR banks, counters, saved state, clock),
+plain Python values only, so a later ``get_state()/set_state()`` is a copy.
+
+Determinism: ``Builtin(seed=...)`` makes random bytes and secrets come from a
+seeded DRBG and time from a virtual clock that advances one millisecond each
+time the TPM reads it; the same command sequence then gives the same bytes. Without a seed,
+``os.urandom`` and the host's monotonic clock are used.
+
+Localities: ``execute(command, locality)`` runs the command at *locality*
+(0-4); it decides which PCRs may be extended or reset (PC Client rules, see
+:mod:`._pcr`) and where TPM2_Startup is allowed (0 and 3; at 3 PCR 0 starts
+as ``00..03``). A locality above 4 gets TPM_RC_LOCALITY / TPM_BAD_LOCALITY.
+
+Digests are computed with :mod:`hashlib` (the same OpenSSL primitives that
+``cryptography`` wraps), for SHA-1, SHA-256, SHA-384 and SHA-512. PCR banks
+SHA-1 and SHA-256 are allocated by default (``pcr_banks=`` chooses others).
+
+Threads: :meth:`execute` may run on a worker while :meth:`cancel` is called
+from another thread. Commands here finish in microseconds, so cancel only
+sets a flag that the next :meth:`reset` or command clears; it never changes
+a response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Callable
+
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
+from tpmdev.backends.builtin import _constants
+from tpmdev.backends.builtin._rng import Rng
+from tpmdev.backends.builtin._tpm2 import DEFAULT_BANKS, Tpm2
+from tpmdev.backends.builtin._tpm12 import Tpm12
+
+__all__ = ["Builtin"]
+
+_BANK_NAMES = {name: alg for alg, (name, _size) in _constants.HASH_ALGS.items()}
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class _VirtualClock:
+    """Milliseconds that advance by one each time they are read."""
+
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def __call__(self) -> int:
+        self.ms += 1
+        return self.ms
+
+
+class Builtin(Backend):
+    """A software TPM (TPM 2.0 by default, or TPM 1.2) running in-process.
+
+    :param tpm_version: 2 for TPM 2.0, 1 for TPM 1.2.
+    :param seed: make random numbers and time deterministic (see the module
+        docstring); ``None`` uses ``os.urandom`` and the host clock.
+    :param pcr_banks: TPM 2.0 PCR banks to allocate, by hash name
+        (``"sha1"``, ``"sha256"``, ``"sha384"``, ``"sha512"``).
+    """
+
+    def __init__(
+        self,
+        tpm_version: int = 2,
+        seed: int | bytes | None = None,
+        pcr_banks: Iterable[str] = ("sha1", "sha256"),
+    ) -> None:
+        if tpm_version not in (1, 2) or isinstance(tpm_version, bool):
+            raise ValueError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), not {tpm_version!r}")
+        banks = tuple(pcr_banks)
+        unknown = [b for b in banks if b not in _BANK_NAMES]
+        if unknown or not banks:
+            raise ValueError(f"pcr_banks must be a non-empty subset of {sorted(_BANK_NAMES)}, not {banks!r}")
+        self._version = tpm_version
+        self._rng = Rng(seed)
+        self._clock: Callable[[], int] = _VirtualClock() if seed is not None else _monotonic_ms
+        self._cancelled = False
+        self._engine: Tpm2 | Tpm12
+        if tpm_version == 2:
+            algs = tuple(sorted({_BANK_NAMES[b] for b in banks})) if banks else DEFAULT_BANKS
+            self._engine = Tpm2(self._rng, self._clock, algs)
+        else:
+            self._engine = Tpm12(self._rng, self._clock)
+
+    @property
+    def tpm_version(self) -> int:
+        return self._version
+
+    @property
+    def engine(self) -> Tpm2 | Tpm12:
+        """The command engine (its ``state`` holds all TPM state)."""
+        return self._engine
+
+    def execute(self, command: bytes, locality: int = 0) -> bytes:
+        """Run one command; always returns a well-formed response."""
+        self._check_open()
+        self._cancelled = False
+        return self._engine.execute(bytes(command), int(locality))
+
+    def cancel(self) -> None:
+        """Commands complete at once, so there is nothing to cancel."""
+        self._cancelled = True
+
+    def startup(self, buffer_size: int = 0) -> None:
+        """Power the TPM on (_TPM_Init); the guest then sends TPM(2)_Startup."""
+        self._check_open()
+        self._engine.power_on()
+
+    def reset(self) -> None:
+        self._cancelled = False
+
+    def get_buffer_size(self) -> int:
+        return DEFAULT_BUFFER_SIZE
+
+    def close(self) -> None:
+        self._closed = True
