@@ -37,8 +37,8 @@ Localities: ``execute(command, locality)`` runs the command at *locality*
 :mod:`._pcr`) and where TPM2_Startup is allowed (0 and 3; at 3 PCR 0 starts
 as ``00..03``). A locality above 4 gets TPM_RC_LOCALITY / TPM_BAD_LOCALITY.
 
-Digests are computed with :mod:`hashlib` (the same OpenSSL primitives that
-``cryptography`` wraps), for SHA-1, SHA-256, SHA-384 and SHA-512. PCR banks
+Digests and MACs come from ``cryptography`` (:mod:`._crypto`), for SHA-1,
+SHA-256, SHA-384 and SHA-512. PCR banks
 SHA-1 and SHA-256 are allocated by default (``pcr_banks=`` chooses others).
 
 Threads: :meth:`execute` may run on a worker while :meth:`cancel` is called

@@ -222,7 +222,7 @@ TPM_ALG_SHA256 = 0x000B
 TPM_ALG_SHA384 = 0x000C
 TPM_ALG_SHA512 = 0x000D
 TPM_ALG_NULL = 0x0010
-#: The hash algorithms this TPM implements: id -> (hashlib name, digest size).
+#: The hash algorithms this TPM implements: id -> (algorithm name, digest size).
 HASH_ALGS: dict[int, tuple[str, int]] = {
     TPM_ALG_SHA1: ("sha1", 20),
     TPM_ALG_SHA256: ("sha256", 32),

@@ -9,8 +9,9 @@ seeded generator is for reproducibility, not for secrets.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from tpmdev.backends.builtin._crypto import digest
 
 __all__ = ["Rng"]
 
@@ -23,7 +24,7 @@ class Rng:
             self._key: bytes | None = None
         else:
             raw = seed if isinstance(seed, bytes) else str(int(seed)).encode()
-            self._key = hashlib.sha256(b"tpmdev-builtin-drbg" + raw).digest()
+            self._key = digest("sha256", b"tpmdev-builtin-drbg" + raw)
 
     @property
     def deterministic(self) -> bool:
@@ -35,15 +36,15 @@ class Rng:
         out = bytearray()
         counter = 0
         while len(out) < n:
-            out += hashlib.sha256(self._key + counter.to_bytes(4, "big")).digest()
+            out += digest("sha256", self._key + counter.to_bytes(4, "big"))
             counter += 1
-        self._key = hashlib.sha256(self._key + b"rekey").digest()
+        self._key = digest("sha256", self._key + b"rekey")
         return bytes(out[:n])
 
     def stir(self, data: bytes) -> None:
         """Mix *data* in (TPM2_StirRandom); the OS pool needs no help."""
         if self._key is not None:
-            self._key = hashlib.sha256(self._key + b"stir" + data).digest()
+            self._key = digest("sha256", self._key + b"stir" + data)
 
     # state save/restore for a later get_state()/set_state()
     def get_key(self) -> bytes | None:

@@ -30,11 +30,11 @@ Responses, errors included, carry tag TPM_TAG_RSP_COMMAND.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable
 
 from tpmdev.backends.builtin import _constants as c
+from tpmdev.backends.builtin import _crypto
 from tpmdev.backends.builtin._marshal import Reader, TpmError, u16, u32, u64
 from tpmdev.backends.builtin._pcr import PCR_ATTRIBUTES
 from tpmdev.backends.builtin._rng import Rng
@@ -215,7 +215,7 @@ class Tpm12:
         if not PCR_ATTRIBUTES[index].extend_localities >> locality & 1:
             raise TpmError(c.TPM_BAD_LOCALITY)
         s = self.state
-        s.pcrs[index] = hashlib.sha1(s.pcrs[index] + digest).digest()
+        s.pcrs[index] = _crypto.digest("sha1", s.pcrs[index] + digest)
         # Part 3 16.1: a deactivated TPM extends but does not reveal the value.
         return bytes(20) if s.deactivated else s.pcrs[index]
 

@@ -39,13 +39,12 @@ set, empty HMAC), as a password session answers.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Callable
 
 from tpmdev.backends.builtin import _constants as c
+from tpmdev.backends.builtin import _crypto
 from tpmdev.backends.builtin._marshal import Reader, TpmError, rc_with, tpm2b, u8, u16, u32, u64
 from tpmdev.backends.builtin._pcr import NO_INCREMENT_PCRS, PCR_ATTRIBUTES, initial_value
 from tpmdev.backends.builtin._rng import Rng
@@ -215,7 +214,7 @@ TPM2_PROPERTIES_FIXED: dict[int, int] = {
 
 
 def _digest(alg: int, data: bytes) -> bytes:
-    return hashlib.new(c.HASH_ALGS[alg][0], data).digest()
+    return _crypto.digest(c.HASH_ALGS[alg][0], data)
 
 
 def _unmarshal_hash_alg(r: Reader) -> int:
@@ -579,7 +578,7 @@ class Tpm2:
         if hierarchy == c.TPM_RH_NULL or data[:4] == c.TPM_GENERATED_VALUE.to_bytes(4, "big"):
             ticket = u16(c.TPM_ST_HASHCHECK) + u32(c.TPM_RH_NULL) + tpm2b(b"")
         else:
-            mac = hmac.new(self.state.proofs[hierarchy], u16(c.TPM_ST_HASHCHECK) + digest, "sha256").digest()
+            mac = _crypto.hmac("sha256", self.state.proofs[hierarchy], u16(c.TPM_ST_HASHCHECK) + digest)
             ticket = u16(c.TPM_ST_HASHCHECK) + u32(hierarchy) + tpm2b(mac)
         return tpm2b(digest) + ticket
 
