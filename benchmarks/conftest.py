@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +16,7 @@ import tpmdev.hw.tis
 
 # The QEMU/swtpm harness lives with the conformance tests.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.oracle.qtest import Qemu, QemuTis, Swtpm  # noqa: E402
+from tests.oracle.qtest import Qemu, QemuTis, Swtpm
 
 
 def _pure_tis_class() -> type[tpmdev.TIS]:

@@ -33,6 +33,7 @@ def _active(tis_class: type[tpmdev.TIS]) -> tpmdev.TIS:
 
 # -- read(STS) ---------------------------------------------------------------
 
+
 @pytest.mark.benchmark(group="read STS")
 def test_floor_c_method_call(benchmark: Callable[..., object]) -> None:
     benchmark(bytearray(1).__len__)
@@ -56,6 +57,7 @@ def test_read_sts_qemu_qtest(benchmark: Callable[..., object], qemu_tis: object)
 
 
 # -- FIFO byte writes (rounds of N_WRITES, beside N_WRITES floor calls) -------
+
 
 def _loop(fn: Callable[..., object], *args: object) -> Callable[[], None]:
     def run() -> None:

@@ -11,7 +11,11 @@ import pytest
 
 def run_demo(*args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "tpmdev", "demo", *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "tpmdev", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -39,5 +43,7 @@ def test_demo_tpm12(backend: str) -> None:
 
 
 def test_no_command_prints_help() -> None:
-    result = subprocess.run([sys.executable, "-m", "tpmdev"], capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "tpmdev"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 2 and "demo" in result.stdout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -14,7 +14,8 @@ import hashlib
 import sys
 import tempfile
 import time
-from typing import Optional, Sequence
+from typing import Optional
+from collections.abc import Sequence
 
 import tpmdev
 from tpmdev.backends.base import Backend
@@ -62,7 +63,7 @@ def _demo_commands(version: int) -> list[tuple[str, bytes]]:
 
 
 def _describe(label: str, response: bytes, version: int) -> str:
-    _, size, rc = parse_header(response)
+    rc = parse_header(response)[2]
     text = f"rc={rc:#x}" + (" (success)" if rc == 0 else "")
     if rc != 0:
         return text
@@ -77,7 +78,7 @@ def _describe(label: str, response: bytes, version: int) -> str:
     return text
 
 
-def demo(backend_kind: str, version: int, out: "object") -> int:
+def demo(backend_kind: str, version: int, out: object) -> int:
     write = out.write  # type: ignore[attr-defined]
     stack: list[object] = []
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -126,8 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="tpmdev", description="Register-level TPM device models")
     sub = parser.add_subparsers(dest="command")
     p_demo = sub.add_parser("demo", help="drive a TIS device as firmware would and show what happens")
-    p_demo.add_argument("--backend", choices=["builtin", "swtpm"], default="builtin",
-                        help="who runs the TPM commands (default: the built-in software TPM)")
+    p_demo.add_argument(
+        "--backend",
+        choices=["builtin", "swtpm"],
+        default="builtin",
+        help="who runs the TPM commands (default: the built-in software TPM)",
+    )
     p_demo.add_argument("--tpm", choices=["2.0", "2", "1.2"], default="2.0", help="TPM version (default 2.0)")
     args = parser.parse_args(argv)
     if args.command != "demo":

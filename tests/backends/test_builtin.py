@@ -162,7 +162,7 @@ def test_seed_makes_it_deterministic() -> None:
 def test_extend_chain_both_banks(tpm: Builtin) -> None:
     d1, d256 = hashlib.sha1(b"one").digest(), hashlib.sha256(b"one").digest()
     exp1, exp256 = bytes(20), bytes(32)
-    for i in range(3):
+    for _ in range(3):
         r = tpm.execute(extend(10, [("sha1", d1), ("sha256", d256)]))
         assert r == bytes.fromhex("8002 00000013 00000000 00000000 0000 01 0000")
         exp1 = hashlib.sha1(exp1 + d1).digest()

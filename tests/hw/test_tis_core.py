@@ -28,8 +28,14 @@ def loc(locality: int, reg: int) -> int:
 class Harness:
     """Plays the device layer around a core: records what it asks for."""
 
-    def __init__(self, core_class: type, tpm_version: int = 2, *, auto: bytes | None = RC_FAILURE,
-                 established: bool = False) -> None:
+    def __init__(
+        self,
+        core_class: type,
+        tpm_version: int = 2,
+        *,
+        auto: bytes | None = RC_FAILURE,
+        established: bool = False,
+    ) -> None:
         self.requests: list[int] = []
         self.irq_levels: list[int] = []
         self.commands: list[tuple[int, bytes]] = []
@@ -86,6 +92,7 @@ def h(core_class: type) -> Harness:
 # Reset values
 # ---------------------------------------------------------------------------
 
+
 def expected_reset_slot(version: int, slot: int, active: bool) -> int:
     fixed = {
         R.TPM_ACCESS: 0xA1 if active else 0x81,
@@ -140,6 +147,7 @@ def test_reset_keeps_buffer_and_irq_line(h: Harness) -> None:
 # Host misuse: clear tpmdev errors, never for guest values
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -185,6 +193,7 @@ def test_last_bytes_of_region_are_valid(h: Harness) -> None:
 # ---------------------------------------------------------------------------
 # Access sizes and lanes (QEMU splits unaligned accesses)
 # ---------------------------------------------------------------------------
+
 
 def test_sts_lanes_and_byte_clamp(h: Harness) -> None:
     h.request_use(0)
@@ -245,7 +254,16 @@ def test_locality4_writes_are_dropped(h: Harness) -> None:
 
 def test_read_only_registers_ignore_writes(h: Harness) -> None:
     h.request_use(0)
-    for reg in (R.TPM_INT_VECTOR, R.TPM_INTF_CAPABILITY, R.TPM_DID_VID, R.TPM_RID, R.TPM_DEBUG, 0x04, 0x40, 0xFFC):
+    for reg in (
+        R.TPM_INT_VECTOR,
+        R.TPM_INTF_CAPABILITY,
+        R.TPM_DID_VID,
+        R.TPM_RID,
+        R.TPM_DEBUG,
+        0x04,
+        0x40,
+        0xFFC,
+    ):
         before = h.r(reg)
         h.w(reg, 0x12345678)
         assert h.r(reg) == before, hex(reg)
@@ -262,6 +280,7 @@ def test_interface_id_lock_bit_is_sticky_everywhere(h: Harness) -> None:
 # ---------------------------------------------------------------------------
 # Arbitration: QEMU's qtest sequences
 # ---------------------------------------------------------------------------
+
 
 def test_check_access_reg(h: Harness) -> None:
     for locality in range(4):
@@ -357,6 +376,7 @@ def test_arbitration_table(h: Harness, steps: list[tuple[int, int]], want: list[
 # Command state machine
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version, family", [(2, 0x04000000), (1, 0)])
 def test_transmit_sts_after_every_byte(core_class: type, version: int, family: int) -> None:
     h = Harness(core_class, version, auto=RC_FAILURE)
@@ -405,7 +425,7 @@ def test_xdata_fifo_is_a_fifo(h: Harness) -> None:
     h.request_use(0)
     h.ready(0)
     for i in range(0, 12, 4):
-        h.w(R.TPM_XDATA_FIFO + i, int.from_bytes(STARTUP[i:i + 4], "little"))
+        h.w(R.TPM_XDATA_FIFO + i, int.from_bytes(STARTUP[i : i + 4], "little"))
     assert h.sts(0) == 0x040FF480
     h.go(0)
     assert h.r(R.TPM_XDATA_FIFO_END, 2) == 0x0180 and h.r(R.TPM_XDATA_FIFO + 5, 1) == 0x00
@@ -457,11 +477,11 @@ def test_over_long_command_drops_expect(h: Harness) -> None:
 
 
 def test_dword_write_of_ten_byte_command_sends_twelve(h: Harness) -> None:
-    command = bytes.fromhex("8001 0000000a 0000017b") + b"\xAA\xBB"
+    command = bytes.fromhex("8001 0000000a 0000017b") + b"\xaa\xbb"
     h.request_use(0)
     h.ready(0)
     for i in range(0, 12, 4):
-        h.w(R.TPM_DATA_FIFO, int.from_bytes(command[i:i + 4], "little"))
+        h.w(R.TPM_DATA_FIFO, int.from_bytes(command[i : i + 4], "little"))
     h.go(0)
     assert h.commands == [(0, command)]
 
@@ -491,7 +511,7 @@ def test_selftest_done_set_in_all_localities(core_class: type) -> None:
     h.go(0)
     h.core.complete(bytes.fromhex("00c4 0000000a 00000000"), True)
     for locality in range(5):  # the register image holds every locality's stored STS
-        stored = int.from_bytes(bytes(h.core.mmio[loc(locality, R.TPM_STS):][:4]), "little")
+        stored = int.from_bytes(bytes(h.core.mmio[loc(locality, R.TPM_STS) :][:4]), "little")
         assert stored & R.TPM_STS_SELFTEST_DONE, locality
     h.ready(0)
     h.ready(0)
@@ -512,6 +532,7 @@ def test_reset_establishment_only_tpm2_locality3(core_class: type) -> None:
 # ---------------------------------------------------------------------------
 # Commands in flight: cancel, deferred hand-over, the double-delivery quirk
 # ---------------------------------------------------------------------------
+
 
 def start_command(h: Harness, locality: int, command: bytes = GETRANDOM) -> None:
     h.request_use(locality) if h.core.active_locality is None else None
@@ -627,6 +648,7 @@ def test_posted_completion_applies_at_next_access(core_class: type) -> None:
 # Interrupts
 # ---------------------------------------------------------------------------
 
+
 def test_int_enable_writes_only_from_active_locality(h: Harness) -> None:
     h.w(loc(0, R.TPM_INT_ENABLE), 0x8000008F)
     assert h.r(loc(0, R.TPM_INT_ENABLE)) == 0x08  # QEMU 7.2: dropped, none active
@@ -700,6 +722,7 @@ def test_irq_callback_only_on_change(h: Harness) -> None:
 # ---------------------------------------------------------------------------
 # Guest input never raises
 # ---------------------------------------------------------------------------
+
 
 def test_every_byte_value_everywhere_is_handled(h: Harness) -> None:
     h.request_use(0)

@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
+
+if TYPE_CHECKING:
+    from tpmdev.backends.builtin import Builtin
+    from tpmdev.backends.emulator import Emulator
 
 __all__ = ["Backend", "DEFAULT_BUFFER_SIZE", "Builtin", "Emulator"]
 

@@ -40,9 +40,10 @@ Where we differ from QEMU, on purpose
   backend to recover. A device layer turns the error into
   :data:`tpmdev.wire.FATAL_RESPONSE` for the guest, as QEMU does.
 * Commands shorter than a header (10 bytes) or longer than the buffer size
-  in force (the last size swtpm reported, 4096 before it said) are refused before anything is sent, and the backend stays
-  usable. swtpm 0.7.1 would wait for more bytes of a short command (QEMU then
-  hangs) and would read an over-long one as two commands, answering twice.
+  in force (the last size swtpm reported, 4096 before it said) are refused
+  before anything is sent, and the backend stays usable. swtpm 0.7.1 would
+  wait for more bytes of a short command (QEMU then hangs) and would read an
+  over-long one as two commands, answering twice.
 * The 3 padding bytes of CMD_RESET_TPMESTABLISHED are zeros; QEMU 7.2 leaves
   them uninitialised. swtpm 0.7.1 reads only the locality byte (checked with
   garbage padding), so results match there; another swtpm might differ.

@@ -214,7 +214,7 @@ class Message:
             raise ValueError(f"{type(self).__name__}: field out of range ({exc})") from None
 
     @classmethod
-    def unpack(cls: type[_M], data: bytes) -> _M:  # noqa: PYI019 (typing.Self needs 3.11)
+    def unpack(cls: type[_M], data: bytes) -> _M:
         if len(data) != cls.FORMAT.size:
             raise ValueError(f"{cls.__name__} takes {cls.FORMAT.size} bytes, got {len(data)}")
         return cls(*cls.FORMAT.unpack(data))

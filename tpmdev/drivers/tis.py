@@ -68,7 +68,12 @@ class TisDriver:
     """
 
     def __init__(
-        self, device: RegisterAccess, locality: int = 0, *, timeout: float = 10.0, trace: Optional[Trace] = None
+        self,
+        device: RegisterAccess,
+        locality: int = 0,
+        *,
+        timeout: float = 10.0,
+        trace: Optional[Trace] = None,
     ) -> None:
         if not 0 <= locality <= 3:
             raise ValueError(f"a driver can use localities 0..3, not {locality}")
@@ -135,7 +140,9 @@ class TisDriver:
             sent += min(burst, len(command) - sent)
         sts = self._sts()
         if sts & TPM_STS_EXPECT:
-            raise TpmDevError(f"TIS still expects data after the whole {len(command)}-byte command (STS {sts:#010x})")
+            raise TpmDevError(
+                f"TIS still expects data after the whole {len(command)}-byte command (STS {sts:#010x})"
+            )
         self._w(TPM_STS, TPM_STS_GO, 1)
 
     def wait_response(self) -> None:
@@ -149,7 +156,9 @@ class TisDriver:
         while len(data) < expected:
             sts = self._sts()
             if not sts & TPM_STS_DATA_AVAIL:
-                raise TpmDevError(f"TIS response ended after {len(data)} of {expected} bytes (STS {sts:#010x})")
+                raise TpmDevError(
+                    f"TIS response ended after {len(data)} of {expected} bytes (STS {sts:#010x})"
+                )
             burst = (sts & TPM_STS_BURST_COUNT_MASK) >> TPM_STS_BURST_COUNT_SHIFT
             for _ in range(min(burst, expected - len(data))):
                 data.append(self._r(TPM_DATA_FIFO, 1))

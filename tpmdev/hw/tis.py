@@ -169,8 +169,8 @@ class TisCore:
         request: Optional[Callable[[int], object]] = None,
     ) -> None:
         self.mmio = np.full(TIS_REGION_SIZE, 0xFF, dtype=np.uint8)
-        self._m8 = memoryview(self.mmio)
-        self._m32 = memoryview(self.mmio).cast("B").cast("I")
+        self._m8 = self.mmio.data
+        self._m32 = self.mmio.data.cast("I")
         self._buffer = bytearray(TIS_BUFFER_MAX)
         self._buf = self._buffer
         self._state = bytearray(TIS_NUM_LOCALITIES)
@@ -233,13 +233,16 @@ class TisCore:
         try:
             off = offset
             sz = size
+        except OverflowError:
+            raise AccessError(_bad_range("write", offset, size)) from None
+        try:
             val = value
         except OverflowError:
-            raise AccessError(_bad_range("write", offset, size, value)) from None
+            raise AccessError(_bad_value(size, value)) from None
         if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
             raise AccessError(_bad_range("write", offset, size))
         if val < 0 or (val >> (8 * sz)) != 0:
-            raise AccessError(_bad_range("write", offset, size, value))
+            raise AccessError(_bad_value(size, value))
         if self._posted is not None:
             self.poll()
         if off & (sz - 1):
@@ -328,7 +331,10 @@ class TisCore:
             if val & TPM_INTERFACE_ID_INT_SEL_LOCK:
                 for loc in range(TIS_NUM_LOCALITIES):
                     b: cython.Py_ssize_t = loc << 12
-                    self._set32(b + TPM_INTERFACE_ID, self._get32(b + TPM_INTERFACE_ID) | TPM_INTERFACE_ID_INT_SEL_LOCK)
+                    self._set32(
+                        b + TPM_INTERFACE_ID,
+                        self._get32(b + TPM_INTERFACE_ID) | TPM_INTERFACE_ID_INT_SEL_LOCK,
+                    )
         # everything else (INT_VECTOR, INTF_CAPABILITY, DID_VID, RID, DEBUG,
         # reserved) is read-only: the write is ignored.
 
@@ -395,7 +401,7 @@ class TisCore:
                 self._sts_set(locty, TPM_STS_COMMAND_READY)
                 self._state[locty] = TIS_STATE_READY
                 self._raise_irq(locty, TPM_INT_COMMAND_READY)
-            elif state == TIS_STATE_EXECUTION or state == TIS_STATE_RECEPTION:
+            elif state in (TIS_STATE_EXECUTION, TIS_STATE_RECEPTION):
                 self._prep_abort(locty, locty)
             elif state == TIS_STATE_COMPLETION:
                 self._rw_offset = 0
@@ -537,13 +543,19 @@ class TisCore:
         if change and old != TIS_NO_LOCALITY:
             if new != TIS_NO_LOCALITY and (self._access(new) & TPM_ACCESS_SEIZE):
                 # seized: the old owner keeps its own request and learns why
-                self._set_access(old, (self._access(old) & ~TPM_ACCESS_ACTIVE_LOCALITY) | TPM_ACCESS_BEEN_SEIZED)
+                self._set_access(
+                    old, (self._access(old) & ~TPM_ACCESS_ACTIVE_LOCALITY) | TPM_ACCESS_BEEN_SEIZED
+                )
             else:
-                self._set_access(old, self._access(old) & ~(TPM_ACCESS_ACTIVE_LOCALITY | TPM_ACCESS_REQUEST_USE))
+                self._set_access(
+                    old, self._access(old) & ~(TPM_ACCESS_ACTIVE_LOCALITY | TPM_ACCESS_REQUEST_USE)
+                )
         self._active = new
         if new != TIS_NO_LOCALITY:
             self._set_access(
-                new, (self._access(new) | TPM_ACCESS_ACTIVE_LOCALITY) & ~(TPM_ACCESS_REQUEST_USE | TPM_ACCESS_SEIZE)
+                new,
+                (self._access(new) | TPM_ACCESS_ACTIVE_LOCALITY)
+                & ~(TPM_ACCESS_REQUEST_USE | TPM_ACCESS_SEIZE),
             )
         if change:
             self._raise_irq(new, TPM_INT_LOCALITY_CHANGE)
@@ -641,7 +653,7 @@ class TisCore:
 
     def post(self, response: bytes, selftest_done: bool = False) -> None:
         """Hand over a completion from another thread; applied at the next access."""
-        self._posted = (bytes(response), bool(selftest_done))
+        self._posted = (bytes(response), bool(selftest_done))  # type: ignore[assignment]
 
     def poll(self) -> bool:
         """Apply a posted completion now. Returns True if there was one."""
@@ -739,16 +751,17 @@ def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:
 
 
 def _bad_type(op: str, offset: object, size: object, value: object = 0) -> str:
-    return (
-        f"TIS {op}: offset, size and value must be ints, got offset={offset!r}, size={size!r}"
-        + (f", value={value!r}" if op == "write" else "")
+    return f"TIS {op}: offset, size and value must be ints, got offset={offset!r}, size={size!r}" + (
+        f", value={value!r}" if op == "write" else ""
     )
 
 
-def _bad_range(op: str, offset: object, size: object, value: object = None) -> str:
-    if value is not None:
-        return f"TIS {op}: value {value!r} does not fit in {size} byte(s) (must be 0 <= value < 2**{8 * int(size)})"  # type: ignore[call-overload]
+def _bad_range(op: str, offset: object, size: object) -> str:
     return (
         f"TIS {op}: size {size!r} at offset {offset!r} is not a valid access: size must be 1, 2 or 4 "
         f"and the access must lie within 0x0..0x{TIS_REGION_SIZE - 1:X}"
     )
+
+
+def _bad_value(size: object, value: object) -> str:
+    return f"TIS write: value {value!r} does not fit in {size!r} byte(s): need 0 <= value < 2**(8 * size)"
