@@ -1,0 +1,1 @@
+"""Conformance suite: tpmdev against live QEMU (marker ``oracle``)."""
