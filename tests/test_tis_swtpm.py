@@ -41,7 +41,9 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
 def test_commands_over_swtpm(tis_class: type[tpmdev.TIS], emulator: Emulator, asynchronous: bool) -> None:
     with tis_class(emulator, asynchronous=asynchronous) as dev:
         assert dev.tpm_version == 2
-        assert response_code(TisDriver(dev, locality=1).transmit(C.tpm2_startup())) == 0x907  # TPM_RC_LOCALITY
+        assert (
+            response_code(TisDriver(dev, locality=1).transmit(C.tpm2_startup())) == 0x907
+        )  # TPM_RC_LOCALITY
         assert response_code(TisDriver(dev, locality=0).transmit(C.tpm2_startup())) == 0
         driver = TisDriver(dev, locality=1)
         digest = hashlib.sha256(b"x").digest()
@@ -57,7 +59,9 @@ def test_tpm12_over_swtpm(tis_class: type[tpmdev.TIS], tmp_path: Path) -> None:
         driver = TisDriver(dev)
         assert response_code(driver.transmit(C.tpm12_startup())) == 0
         response = driver.transmit(C.tpm12_extend(10, hashlib.sha1(b"x").digest()))
-        assert C.decode_tpm12_digest(response) == hashlib.sha1(bytes(20) + hashlib.sha1(b"x").digest()).digest()
+        assert (
+            C.decode_tpm12_digest(response) == hashlib.sha1(bytes(20) + hashlib.sha1(b"x").digest()).digest()
+        )
 
 
 def _tpmgo(dev: tpmdev.TIS, command: bytes) -> None:
