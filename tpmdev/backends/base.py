@@ -28,7 +28,10 @@ from typing import TypeVar
 
 from tpmdev.errors import StateError
 
-__all__ = ["Backend", "DEFAULT_BUFFER_SIZE"]
+__all__ = ["Backend", "DEFAULT_BUFFER_SIZE", "STATE_KEYS"]
+
+#: The keys of :meth:`Backend.get_state`: swtpm's three state blobs.
+STATE_KEYS = ("permanent", "volatile", "savestate")
 
 #: Buffer size assumed when a backend cannot say (QEMU's default).
 DEFAULT_BUFFER_SIZE = 4096
@@ -81,6 +84,21 @@ class Backend(abc.ABC):
 
     def reset_established_flag(self, locality: int) -> None:
         """Clear the established flag (TPM 2.0, locality 3 or 4)."""
+
+    # -- state save/restore (migration, snapshots) -------------------------
+    def get_state(self) -> dict[str, bytes]:
+        """The TPM's state as ``{"permanent", "volatile", "savestate"}`` blobs.
+
+        An empty blob means "nothing of that kind" (as swtpm's 0x800 result).
+        A command in flight must have finished. Backends without state
+        support raise :class:`tpmdev.StateError`.
+        """
+        raise StateError(f"{type(self).__name__} cannot save its state (no migration support)")
+
+    def set_state(self, state: dict[str, bytes]) -> None:
+        """Load blobs from :meth:`get_state` (of this kind of backend) and restart
+        the TPM from them, as QEMU does on the destination of a migration."""
+        raise StateError(f"{type(self).__name__} cannot load a saved state (no migration support)")
 
     # -- lifetime -------------------------------------------------------
     @property
