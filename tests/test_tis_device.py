@@ -202,3 +202,31 @@ def test_established_flag_read_from_backend(tis_class: type[tpmdev.TIS]) -> None
 
     with tis_class(Established()) as dev:
         assert dev.read(R.TPM_ACCESS, 1) == 0x80
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_attach_new_backend_after_failure(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
+    broken = Broken()
+    with tis_class(broken, asynchronous=asynchronous) as dev:
+        driver = TisDriver(dev, timeout=5)
+        assert driver.transmit(C.tpm2_startup()) == FATAL_RESPONSE
+        assert dev.backend_error is not None
+        fresh = tpmdev.backends.Builtin()
+        assert dev.attach(fresh) is broken and broken.closed
+        assert dev.backend is fresh and dev.backend_error is None
+        assert response_code(driver.transmit(C.tpm2_startup())) == 0
+        assert len(C.decode_get_random(driver.transmit(C.tpm2_get_random(8)))) == 8
+    assert fresh.closed
+
+
+def test_attach_keeps_registers_and_can_keep_old_backend(tis_class: type[tpmdev.TIS]) -> None:
+    first = tpmdev.backends.Builtin()
+    with tis_class(first) as dev:
+        dev.write(R.TPM_ACCESS, 2, 1)
+        dev.write(R.TPM_STS, R.TPM_STS_COMMAND_READY, 1)
+        dev.attach(tpmdev.backends.Builtin(), close_old=False)
+        assert not first.closed
+        assert dev.read(R.TPM_ACCESS, 1) == 0xA1 and dev.read(R.TPM_STS) == 0x04100040
+        with pytest.raises(tpmdev.ConfigurationError):
+            dev.attach(object())  # type: ignore[arg-type]
+    first.close()

@@ -14,7 +14,7 @@ Quick start::
 from __future__ import annotations
 
 from tpmdev import backends
-from tpmdev.errors import AccessError, BackendError, StateError, TpmDevError
+from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
 from tpmdev.tis import TIS
 
@@ -23,6 +23,7 @@ __all__ = [
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",
+    "ConfigurationError",
     "StateError",
     "TpmDevError",
     "backends",

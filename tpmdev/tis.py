@@ -141,6 +141,34 @@ class TIS:
         self.core.reset(version, bufsize)
         self.backend.startup(bufsize)
 
+    def attach(self, backend: Backend, *, close_old: Optional[bool] = None) -> Backend:
+        """Put *backend* behind the device in place of the current one.
+
+        For recovery after a backend failure (a dead swtpm) or to move a
+        running guest to another TPM. A command in flight is finished first;
+        the old backend is closed if the device owned it (``close_old``
+        overrides); the new one is powered on with the device's buffer size
+        and owned from now on. The registers are left as they are: the guest
+        just sees its next command answered by the new TPM (which, like any
+        freshly powered TPM, expects TPM(2)_Startup). Call :meth:`reset` to
+        re-read the version and buffer size as at machine start.
+
+        Returns the old backend.
+        """
+        self._check_open()
+        if not isinstance(backend, Backend):
+            raise ConfigurationError(f"TIS needs a tpmdev.backends.Backend, got {type(backend).__name__}")
+        self.wait()
+        old = self.backend
+        if self._close_backend if close_old is None else close_old:
+            old.close()
+        self.backend = backend
+        self._close_backend = True
+        self.backend_error = None
+        self.core.invalidate_established()
+        backend.startup(self.core.bufsize)
+        return old
+
     def close(self) -> None:
         """Finish any command in flight, stop the worker, close the backend it owns."""
         if self._closed:
