@@ -331,6 +331,8 @@ class _Session:
         self.rsize = c_uint32(0)
         self.rtotal = c_uint32(0)
         self.cmdbuf = ctypes.create_string_buffer(4096)
+        # TPMLIB_Process's first three arguments; rbuf is updated in place
+        self.process_args = (ctypes.byref(self.rbuf), ctypes.byref(self.rsize), ctypes.byref(self.rtotal))
 
     # callbacks (called by libtpms on the thread that called into it) ------
     def nvram_load(self, name: str) -> bytes | None:
@@ -651,12 +653,17 @@ class Libtpms(Backend):
         Raises :class:`tpmdev.StateError` after :meth:`close`, and
         :class:`tpmdev.BackendError` only if libtpms produced no response.
         """
-        cmd = bytes(command)
-        if not isinstance(locality, int) or not 0 <= locality <= _MAX_LOCALITY:
-            raise ValueError(f"locality must be an int 0..{_MAX_LOCALITY}, got {locality!r}")
-        s = self._use()
+        # The hot path: checks inline, the ctypes arguments prepared once.
+        cmd = command if type(command) is bytes else bytes(command)
+        if type(locality) is not int or not 0 <= locality <= _MAX_LOCALITY:
+            if not isinstance(locality, int) or not 0 <= locality <= _MAX_LOCALITY:
+                raise ValueError(f"locality must be an int 0..{_MAX_LOCALITY}, got {locality!r}")
+        if self._closed:
+            self._check_open()
+        s = self._s
         with s.lock:
-            self._check_running()
+            if not s.running:
+                self._check_running()
             n = len(cmd)
             if n > len(s.cmdbuf):
                 s.cmdbuf = ctypes.create_string_buffer(n)
@@ -664,14 +671,13 @@ class Libtpms(Backend):
             ctypes.memmove(s.cmdbuf, cmd, n)
             s.locality = locality
             s.rsize.value = 0
-            rc = s.api.TPMLIB_Process(
-                ctypes.byref(s.rbuf), ctypes.byref(s.rsize), ctypes.byref(s.rtotal), s.cmdbuf, n
-            )
-            if rc != TPM_SUCCESS or not s.rbuf or s.rsize.value < HEADER_SIZE:
+            rc = s.api.TPMLIB_Process(*s.process_args, s.cmdbuf, n)
+            size = s.rsize.value
+            if rc != TPM_SUCCESS or not s.rbuf or size < HEADER_SIZE:
                 raise BackendError(
-                    f"libtpms produced no response (TPMLIB_Process: {result_name(rc)}, {s.rsize.value} bytes)"
+                    f"libtpms produced no response (TPMLIB_Process: {result_name(rc)}, {size} bytes)"
                 )
-            response = ctypes.string_at(s.rbuf, s.rsize.value)
+            response = ctypes.string_at(s.rbuf, size)
             if self._version == 1:  # TSC_ResetEstablishmentBit is a command
                 s.refresh_established()
             return response
