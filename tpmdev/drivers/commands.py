@@ -17,10 +17,28 @@ __all__ = [
     "TPM_ALG_SHA1",
     "TPM_ALG_SHA256",
     "TPM_RS_PW",
+    "TPM_ALG_SHA384",
+    "TPM_ALG_SHA512",
+    "TPM_ALG_NULL",
+    "TPM_RH_OWNER",
+    "TPM_RH_NULL",
+    "TPM_CAP_TPM_PROPERTIES",
+    "TPMA_NV_ORDINARY_RW",
     "tpm2_startup",
     "tpm2_get_random",
     "tpm2_pcr_extend",
     "tpm2_pcr_read",
+    "tpm2_shutdown",
+    "tpm2_get_capability",
+    "tpm2_pcr_extend_banks",
+    "tpm2_pcr_event",
+    "tpm2_pcr_reset",
+    "tpm2_hash",
+    "tpm2_nv_define_space",
+    "tpm2_nv_write",
+    "tpm2_nv_read",
+    "tpm2_nv_read_public",
+    "tpm2_nv_undefine_space",
     "tpm12_startup",
     "tpm12_get_random",
     "tpm12_extend",
@@ -32,6 +50,13 @@ __all__ = [
 ]
 
 TPM2_CC = {
+    "NV_UndefineSpace": 0x122,
+    "NV_DefineSpace": 0x12A,
+    "PCR_Event": 0x13C,
+    "PCR_Reset": 0x13D,
+    "NV_Write": 0x137,
+    "NV_Read": 0x14E,
+    "NV_ReadPublic": 0x169,
     "Startup": 0x144,
     "Shutdown": 0x145,
     "SelfTest": 0x143,
@@ -52,6 +77,14 @@ TPM12_ORD = {
 }
 TPM_ALG_SHA1 = 0x0004
 TPM_ALG_SHA256 = 0x000B
+TPM_ALG_SHA384 = 0x000C
+TPM_ALG_SHA512 = 0x000D
+TPM_ALG_NULL = 0x0010
+TPM_RH_OWNER = 0x40000001
+TPM_RH_NULL = 0x40000007
+TPM_CAP_TPM_PROPERTIES = 0x00000006
+#: TPMA_NV_OWNERWRITE | TPMA_NV_AUTHWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD
+TPMA_NV_ORDINARY_RW = 0x00060006
 TPM_RS_PW = 0x40000009
 TPM_SU_CLEAR = 0x0000
 TPM_ST_CLEAR = 0x0001
@@ -94,6 +127,70 @@ def tpm2_pcr_extend(pcr: int, digest: bytes, alg: int = TPM_ALG_SHA256) -> bytes
 
 def tpm2_pcr_read(pcrs: list[int], alg: int = TPM_ALG_SHA256) -> bytes:
     return build_command(TPM_ST_NO_SESSIONS, TPM2_CC["PCR_Read"], _pcr_selection(alg, pcrs))
+
+
+def tpm2_shutdown(shutdown_type: int = TPM_SU_CLEAR) -> bytes:
+    return build_command(TPM_ST_NO_SESSIONS, TPM2_CC["Shutdown"], struct.pack(">H", shutdown_type))
+
+
+def tpm2_get_capability(capability: int, prop: int, count: int) -> bytes:
+    body = struct.pack(">III", capability, prop, count)
+    return build_command(TPM_ST_NO_SESSIONS, TPM2_CC["GetCapability"], body)
+
+
+def tpm2_pcr_extend_banks(pcr: int, digests: list[tuple[int, bytes]]) -> bytes:
+    """TPM2_PCR_Extend with one digest per bank (``[(alg, digest), ...]``)."""
+    values = struct.pack(">I", len(digests)) + b"".join(struct.pack(">H", alg) + d for alg, d in digests)
+    body = struct.pack(">I", pcr) + _password_session() + values
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["PCR_Extend"], body)
+
+
+def tpm2_pcr_event(pcr: int, data: bytes) -> bytes:
+    body = struct.pack(">I", pcr) + _password_session() + struct.pack(">H", len(data)) + data
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["PCR_Event"], body)
+
+
+def tpm2_pcr_reset(pcr: int) -> bytes:
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["PCR_Reset"], struct.pack(">I", pcr) + _password_session())
+
+
+def tpm2_hash(data: bytes, alg: int = TPM_ALG_SHA256, hierarchy: int = TPM_RH_NULL) -> bytes:
+    body = struct.pack(">H", len(data)) + data + struct.pack(">HI", alg, hierarchy)
+    return build_command(TPM_ST_NO_SESSIONS, TPM2_CC["Hash"], body)
+
+
+def tpm2_nv_define_space(
+    index: int, size: int, attributes: int = TPMA_NV_ORDINARY_RW, name_alg: int = TPM_ALG_SHA256
+) -> bytes:
+    """TPM2_NV_DefineSpace by the owner (empty owner password), empty index auth."""
+    public = struct.pack(">IHIHH", index, name_alg, attributes, 0, size)
+    body = (
+        struct.pack(">I", TPM_RH_OWNER)
+        + _password_session()
+        + struct.pack(">H", 0)  # TPM2B_AUTH
+        + struct.pack(">H", len(public))
+        + public
+    )
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["NV_DefineSpace"], body)
+
+
+def tpm2_nv_write(index: int, data: bytes, offset: int = 0) -> bytes:
+    body = struct.pack(">II", index, index) + _password_session() + struct.pack(">H", len(data)) + data
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["NV_Write"], body + struct.pack(">H", offset))
+
+
+def tpm2_nv_read(index: int, size: int, offset: int = 0) -> bytes:
+    body = struct.pack(">II", index, index) + _password_session() + struct.pack(">HH", size, offset)
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["NV_Read"], body)
+
+
+def tpm2_nv_read_public(index: int) -> bytes:
+    return build_command(TPM_ST_NO_SESSIONS, TPM2_CC["NV_ReadPublic"], struct.pack(">I", index))
+
+
+def tpm2_nv_undefine_space(index: int) -> bytes:
+    body = struct.pack(">II", TPM_RH_OWNER, index) + _password_session()
+    return build_command(TPM_ST_SESSIONS, TPM2_CC["NV_UndefineSpace"], body)
 
 
 def tpm12_startup(startup_type: int = TPM_ST_CLEAR) -> bytes:

@@ -1,0 +1,89 @@
+"""``tpmdev.backends.open``: backends from command-line strings."""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import tpmdev
+from tpmdev.backends.base import Backend
+from tpmdev.drivers import commands as C
+from tpmdev.wire import response_code
+
+
+@pytest.mark.parametrize(
+    "spec, cls, version",
+    [
+        ("builtin", "Builtin", 2),
+        ("builtin:2.0", "Builtin", 2),
+        ("builtin:1.2", "Builtin", 1),
+        ("BUILTIN:1", "Builtin", 1),
+        ("libtpms", "Libtpms", 2),
+        ("swtpm", "Emulator", 2),
+        ("swtpm:1.2", "Emulator", 1),
+    ],
+)
+def test_open_specs(spec: str, cls: str, version: int) -> None:
+    with tpmdev.backends.open(spec) as backend:
+        assert type(backend).__name__ == cls and isinstance(backend, Backend)
+        assert backend.tpm_version == version
+        startup = C.tpm2_startup() if version == 2 else C.tpm12_startup()
+        assert response_code(backend.execute(startup)) == 0
+
+
+@pytest.mark.swtpm
+def test_open_running_swtpm(tmp_path: Path) -> None:
+    ctrl = tmp_path / "ctrl.sock"
+    proc = subprocess.Popen(
+        ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={tmp_path}", "--ctrl", f"type=unixio,path={ctrl}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not ctrl.exists():
+            assert time.monotonic() < deadline and proc.poll() is None, "swtpm did not start"
+            time.sleep(0.01)
+        with tpmdev.backends.open(f"swtpm:{ctrl}") as backend:
+            assert backend.tpm_version == 2 and backend.pid is None  # not ours
+            assert response_code(backend.execute(C.tpm2_startup())) == 0
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "qemu", "builtin:3", "libtpms:x", "swtpm:/nonexistent/ctrl.sock", "passthrough:/nonexistent/tpm9"],
+)
+def test_bad_specs(spec: str) -> None:
+    with pytest.raises(tpmdev.TpmDevError):
+        tpmdev.backends.open(spec)
+
+
+def test_spawned_state_directory_removed() -> None:
+    backend = tpmdev.backends.open("swtpm")
+    pid = backend.pid
+    assert pid is not None
+    backend.close()
+    del backend
+    gc.collect()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin:1.2", "libtpms", "libtpms:1.2", "swtpm", "swtpm:1.2"])
+def test_detect_version_of_every_backend(spec: str) -> None:
+    with tpmdev.backends.open(spec) as backend:
+        # before and after TPM(2)_Startup, as QEMU's probe sees it
+        assert tpmdev.backends.detect_version(backend) == backend.tpm_version
+        startup = C.tpm2_startup() if backend.tpm_version == 2 else C.tpm12_startup()
+        assert response_code(backend.execute(startup)) == 0
+        assert tpmdev.backends.detect_version(backend) == backend.tpm_version
+        assert tpmdev.backends.detect_buffer_size(backend, backend.tpm_version) >= 1024
