@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tpmdev.backends._open import BACKEND_KINDS
-from tpmdev.backends._open import open_backend as open  # noqa: A004 - the documented name
+from tpmdev.backends._open import open_backend as open
 from tpmdev.backends._probe import probe_buffer_size, probe_version
 from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, STATE_KEYS, Backend
 
