@@ -97,22 +97,24 @@ class SwtpmProc:
 
 
 @pytest.fixture
-def swtpm_proc(swtpm_bin: str, short_dir: Path) -> Iterator[Callable[[int], SwtpmProc]]:
+def swtpm_proc(swtpm_bin: str, short_dir: Path) -> Iterator[Callable[..., SwtpmProc]]:
     """Factory: start ``swtpm socket`` (QEMU's way, no --server) for TPM 1 or 2."""
     procs: list[SwtpmProc] = []
 
-    def start(version: int = 2) -> SwtpmProc:
+    def start(version: int = 2, *extra: str, ctrl: str | None = None) -> SwtpmProc:
+        """*extra* are more swtpm arguments; *ctrl* replaces the --ctrl value."""
         state = short_dir / f"state{len(procs)}"
         state.mkdir()
-        ctrl = str(short_dir / f"ctrl{len(procs)}")
-        args = [swtpm_bin, "socket", "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={ctrl}"]
+        ctrl_path = str(short_dir / f"ctrl{len(procs)}")
+        ctrl_arg = ctrl or f"type=unixio,path={ctrl_path}"
+        args = [swtpm_bin, "socket", "--tpmstate", f"dir={state}", "--ctrl", ctrl_arg, *extra]
         if version == 2:
             args.append("--tpm2")
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        sp = SwtpmProc(proc, ctrl, str(state))
+        sp = SwtpmProc(proc, ctrl_path, str(state))
         procs.append(sp)
         deadline = time.monotonic() + 10
-        while not os.path.exists(ctrl):
+        while ctrl is None and not os.path.exists(ctrl_path):
             assert proc.poll() is None, "swtpm exited at start"
             assert time.monotonic() < deadline, "swtpm did not create its control socket"
             time.sleep(0.005)
@@ -125,13 +127,13 @@ def swtpm_proc(swtpm_bin: str, short_dir: Path) -> Iterator[Callable[[int], Swtp
 
 @pytest.fixture
 def control_for(
-    swtpm_proc: Callable[[int], SwtpmProc],
-) -> Iterator[Callable[[int], tuple[Control, SwtpmProc]]]:
-    """Factory: a :class:`Control` connected to a fresh swtpm."""
+    swtpm_proc: Callable[..., SwtpmProc],
+) -> Iterator[Callable[..., tuple[Control, SwtpmProc]]]:
+    """Factory: a :class:`Control` connected to a fresh swtpm (*extra* arguments)."""
     socks: list[socket.socket] = []
 
-    def make(version: int = 2) -> tuple[Control, SwtpmProc]:
-        sp = swtpm_proc(version)
+    def make(version: int = 2, *extra: str) -> tuple[Control, SwtpmProc]:
+        sp = swtpm_proc(version, *extra)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         socks.append(sock)
         sock.connect(sp.ctrl_path)

@@ -319,8 +319,41 @@ def test_capabilities(tpm: Builtin) -> None:
         for i in range(int.from_bytes(r[15:19], "big"))
     ]
     total = tpm.execute(cmd(0x8001, 0x17A, "00000006 00000129 00000001"))
-    assert int.from_bytes(total[23:27], "big") == len(ccs) == 14
+    assert int.from_bytes(total[23:27], "big") == len(ccs) == 32
     assert ccs == sorted(ccs)
+
+
+def test_nv_space_runs_out(tpm: Builtin) -> None:
+    """Builtin's own NV limit (free to differ from libtpms'): TPM_RC_NV_SPACE."""
+    codes = []
+    for i in range(40):
+        public = struct.pack(">IHI", 0x01000100 + i, 0x000B, 0x00060006) + bytes.fromhex("0000 0800")
+        body = (
+            bytes.fromhex("40000001 00000009") + PW + bytes.fromhex("0000") + struct.pack(">H", 14) + public
+        )
+        codes.append(rc(tpm.execute(cmd(0x8002, 0x12A, body))))
+    assert 0x14B in codes and codes[0] == 0
+    assert codes[codes.index(0x14B) :] == [0x14B] * (40 - codes.index(0x14B))
+    r = tpm.execute(cmd(0x8001, 0x17A, "00000006 00000202 00000001"))  # TPM_PT_HR_NV_INDEX
+    assert int.from_bytes(r[-4:], "big") == codes.index(0x14B)
+
+
+def test_sequence_slots_and_event_sequence(tpm: Builtin) -> None:
+    handles = [tpm.execute(cmd(0x8001, 0x186, "0000 0010"))[10:14] for _ in range(3)]
+    assert handles == [bytes.fromhex(h) for h in ("80000000", "80000001", "80000002")]
+    assert rc(tpm.execute(cmd(0x8001, 0x186, "0000 0010"))) == 0x902  # TPM_RC_OBJECT_MEMORY
+    r = tpm.execute(cmd(0x8001, 0x17A, "00000006 00000207 00000001"))  # TPM_PT_HR_TRANSIENT_AVAIL
+    assert int.from_bytes(r[-4:], "big") == 0
+    body = bytes.fromhex("00000007 80000001 00000012") + PW + PW + bytes.fromhex("0003") + b"abc"
+    r = tpm.execute(cmd(0x8002, 0x185, body))
+    assert rc(r) == 0
+    params = r[14 : 14 + int.from_bytes(r[10:14], "big")]
+    assert params[:6] == bytes.fromhex("00000004 0004") and params[6:26] == hashlib.sha1(b"abc").digest()
+    expected = hashlib.sha256(bytes(32) + hashlib.sha256(b"abc").digest()).digest()
+    assert read_digests(tpm.execute(pcr_read("sha256", [7]))) == [expected]
+    tpm.startup()  # objects do not survive a power cycle
+    tpm.execute(STARTUP_CLEAR)
+    assert tpm.execute(cmd(0x8001, 0x17A, "00000001 80000000 00000008"))[15:19] == bytes(4)
 
 
 def test_shutdown_state_resume() -> None:
@@ -384,49 +417,76 @@ _HEADERS = st.sampled_from(
 )
 
 
-@settings(max_examples=400, deadline=None)
+#: Every command code either engine implements (TPM 2.0 and TPM 1.2 ordinals).
+_CODES = [0x122, 0x129, 0x12A, 0x12B, 0x134, 0x135, 0x136, 0x137, 0x138, 0x13C, 0x13D, 0x13E]
+_CODES += [0x142, 0x143, 0x144, 0x145, 0x146, 0x14E, 0x14F, 0x15C, 0x165, 0x169, 0x173, 0x17A]
+_CODES += [0x17B, 0x17C, 0x17D, 0x17E, 0x181, 0x182, 0x185, 0x186, 0x14, 0x15, 0x46, 0x53, 0x65, 0x99, 0xF1]
+#: Handles that exist in a prepared TPM, so garbage after them reaches the
+#: authorization and parameter checks.
+_HANDLES = st.sampled_from(
+    [
+        b"",
+        bytes.fromhex("40000001"),
+        bytes.fromhex("4000000c"),
+        bytes.fromhex("01000001"),
+        bytes.fromhex("4000000101000001"),
+        bytes.fromhex("0100000101000001"),
+        bytes.fromhex("80000000"),
+        bytes.fromhex("0000000a80000001"),
+        bytes.fromhex("0000000a"),
+    ]
+)
+_SESSIONS = st.sampled_from([b"", bytes.fromhex("00000009") + PW, bytes.fromhex("00000012") + PW + PW])
+
+
+def _prepared(version: int, started: bool) -> Builtin:
+    """A seeded TPM with an NV index (0x01000001) and two sequences open."""
+    t = Builtin(version, seed=0)
+    if started and version == 2:
+        t.execute(STARTUP_CLEAR)
+        public = bytes.fromhex("01000001 000b 00060006 0000 0010")
+        body = bytes.fromhex("40000001 00000009") + PW + bytes.fromhex("0000 000e") + public
+        assert rc(t.execute(cmd(0x8002, 0x12A, body))) == 0
+        assert rc(t.execute(cmd(0x8001, 0x186, "0000 000b"))) == 0
+        assert rc(t.execute(cmd(0x8001, 0x186, "0000 0010"))) == 0
+    elif started:
+        t.execute(cmd(0x00C1, 0x99, "0001"))
+    return t
+
+
+@settings(max_examples=600, deadline=None)
 @given(
     version=st.sampled_from([1, 2]),
     started=st.booleans(),
     locality=st.integers(0, 4),
     prefix=_HEADERS,
+    handles=_HANDLES,
+    sessions=_SESSIONS,
     body=st.binary(max_size=80),
-    cc=st.sampled_from(
-        [
-            0x13C,
-            0x13D,
-            0x142,
-            0x143,
-            0x144,
-            0x145,
-            0x146,
-            0x17A,
-            0x17B,
-            0x17C,
-            0x17D,
-            0x17E,
-            0x181,
-            0x182,
-            0x14,
-            0x15,
-            0x46,
-            0x53,
-            0x65,
-            0x99,
-            0xF1,
-        ]
-    ),
+    cc=st.sampled_from(_CODES),
     fix_size=st.booleans(),
 )
 def test_garbage_never_raises(
-    version: int, started: bool, locality: int, prefix: bytes, body: bytes, cc: int, fix_size: bool
+    version: int,
+    started: bool,
+    locality: int,
+    prefix: bytes,
+    handles: bytes,
+    sessions: bytes,
+    body: bytes,
+    cc: int,
+    fix_size: bool,
 ) -> None:
-    t = Builtin(version, seed=0)
-    if started:
-        t.execute(STARTUP_CLEAR if version == 2 else cmd(0x00C1, 0x99, "0001"))
+    t = _prepared(version, started)
     if fix_size:  # a consistent header, so the garbage reaches the parameter parsers
         tag = int.from_bytes((prefix + b"\x80\x02")[:2], "big")
-        command = struct.pack(">HII", tag, 10 + len(body), cc) + body
+        rest = handles + (sessions if tag == 0x8002 else b"") + body
+        command = struct.pack(">HII", tag, 10 + len(rest), cc) + rest
     else:
         command = prefix + body
     _well_formed(t.execute(command, locality))
+    # and the TPM still works, and its state still round-trips
+    if version == 2 and started:
+        assert rc(t.execute(cmd(0x8001, 0x17B, "0008"))) == 0
+    copy = Builtin(version, seed=0)
+    copy.set_state(t.get_state())

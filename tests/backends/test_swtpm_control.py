@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from tpmdev.errors import BackendError
 pytestmark = pytest.mark.usefixtures("no_leaked_swtpm")
 
 TPM2_STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
+TPM12_STARTUP_CLEAR = bytes.fromhex("00c10000000c000000990001")
 
 # -- message structs: exact bytes, both ways ---------------------------------
 STRUCTS = [
@@ -34,6 +38,15 @@ STRUCTS = [
     (s.SetBufferSizeRequest(), "00000000"),
     (s.SetBufferSizeRequest(4096), "00001000"),
     (s.SetBufferSizeResponse(0, 4096, 0xAF8, 4096), "00000000 00001000 00000af8 00001000"),
+    (s.GetConfigResponse(0, 3), "00000000 00000003"),
+    (s.HashDataRequest(b"abc"), "00000003 616263"),
+    (s.HashDataRequest(), "00000000"),
+    (s.GetStateBlobRequest(1, 2, 0x100), "00000001 00000002 00000100"),
+    (s.GetStateBlobResponse(0x800, 2, 9000, 9000), "00000800 00000002 00002328 00002328"),
+    (s.SetStateBlobRequest(2, 3, 0x10), "00000002 00000003 00000010"),
+    (s.GetInfoRequest(1 << 40 | 3, 7), "0000010000000003 00000007 00000000"),
+    (s.GetInfoResponse(0, 0x3F, 0x35), "00000000 0000003f 00000035"),
+    (s.LockStorageRequest(), "0000012c"),
 ]
 
 
@@ -43,7 +56,8 @@ STRUCTS = [
 def test_struct_round_trip(msg: s.Message, wire: str) -> None:
     raw = bytes.fromhex(wire.replace(" ", ""))
     assert msg.pack() == raw
-    assert type(msg).size() == len(raw)
+    if not isinstance(msg, s.HashDataRequest):  # variable length
+        assert type(msg).size() == len(raw)
     assert type(msg).unpack(raw) == msg
 
 
@@ -94,13 +108,231 @@ def test_control_error() -> None:
 
 
 # -- framing against a scripted peer ------------------------------------------
+ALL_CAPS = (1 << 17) - 1
+
+
+class Peer:
+    """The swtpm side of a socketpair, played from a script by a thread.
+
+    Each step reads exactly ``n`` request bytes (and any descriptors), then
+    sends ``reply``; ``close`` hangs up afterwards. Answers are sent only
+    after the request came, as swtpm does.
+    """
+
+    def __init__(self, caps: int | None = ALL_CAPS) -> None:
+        self.ours, self.theirs = socket.socketpair()
+        self.theirs.settimeout(5)
+        self.ctrl = Control(self.ours, timeout=0.3, caps=caps)
+        self.requests: list[bytes] = []
+        self.fds: list[int] = []
+        self._thread: threading.Thread | None = None
+
+    def play(self, *steps: tuple[int, str | bytes] | tuple[int, str | bytes, bool]) -> None:
+        def run() -> None:
+            try:
+                for step in steps:
+                    n, reply = step[0], step[1]
+                    got = b""
+                    while len(got) < n:
+                        msg, fds, _, _ = socket.recv_fds(self.theirs, n - len(got), 4)
+                        if not msg:
+                            return
+                        got += msg
+                        self.fds += fds
+                    self.requests.append(got)
+                    raw = bytes.fromhex(reply.replace(" ", "")) if isinstance(reply, str) else reply
+                    if raw:
+                        self.theirs.sendall(raw)
+                    if len(step) > 2 and step[2]:
+                        self.theirs.shutdown(socket.SHUT_WR)
+            except OSError:
+                return
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def join(self) -> list[bytes]:
+        if self._thread is not None:
+            self._thread.join(5)
+            assert not self._thread.is_alive()
+        return self.requests
+
+    def close(self) -> None:
+        self.ours.close()
+        self.theirs.close()
+        self.join()
+        for fd in self.fds:
+            os.close(fd)
+
+
 @pytest.fixture
-def peer() -> Iterator[tuple[Control, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    theirs.settimeout(5)
-    yield Control(ours, timeout=0.3), theirs
-    ours.close()
-    theirs.close()
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+def _h(text: str) -> bytes:
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+METHOD_WIRE = [
+    ("get_capability", (), "00000001", "00000000 00007fff", 0x7FFF),
+    ("init", (), "00000002 00000000", "00000000", None),
+    ("init", (1,), "00000002 00000001", "00000000", None),
+    ("shutdown", (), "00000003", "00000000", None),
+    ("get_tpm_established", (), "00000004", "00000000 01 000000", True),
+    ("set_locality", (3,), "00000005 03000000", "00000000", None),
+    ("hash_start", (), "00000006", "00000000", None),
+    ("hash_data", (b"abcd",), "00000007 00000004 61626364", "00000000", None),
+    ("hash_end", (), "00000008", "00000000", None),
+    ("cancel_tpm_cmd", (), "00000009", "00000000", None),
+    ("store_volatile", (), "0000000a", "00000000", None),
+    ("reset_tpm_established", (4,), "0000000b 04000000", "00000000", None),
+    (
+        "get_stateblob",
+        (s.PTM_BLOB_TYPE_VOLATILE,),
+        "0000000c 00000001 00000002 00000000",
+        "00000000 00000000 00000003 00000003 aabbcc",
+        s.StateBlob(2, 0, b"\xaa\xbb\xcc"),
+    ),
+    (
+        "get_stateblob",
+        (s.PTM_BLOB_TYPE_PERMANENT, 0),
+        "0000000c 00000000 00000001 00000000",
+        "00000000 00000002 00000002 00000002 0102",
+        s.StateBlob(1, s.PTM_STATE_FLAG_ENCRYPTED, b"\x01\x02"),
+    ),
+    (
+        "get_stateblob",
+        (s.PTM_BLOB_TYPE_SAVESTATE,),
+        "0000000c 00000001 00000003 00000000",
+        "00000800 00000000 00000000 00000000",
+        s.StateBlob(3, 0, b"", 0x800),
+    ),
+    ("set_stateblob", (1, b"xyz"), "0000000d 00000000 00000001 00000003 78797a", "00000000", None),
+    ("set_stateblob", (2, b"", 2), "0000000d 00000002 00000002 00000000", "00000000", None),
+    ("stop", (), "0000000e", "00000000", None),
+    ("get_config", (), "0000000f", "00000000 00000003", 3),
+    ("set_buffersize", (), "00000011 00000000", "00000000 00001000 00000c00 00001000", (4096, 0xC00, 4096)),
+    (
+        "set_buffersize",
+        (3000,),
+        "00000011 00000bb8",
+        "00000000 00000bb8 00000af8 00001000",
+        (3000, 0xAF8, 4096),
+    ),
+    (
+        "get_info",
+        (3,),
+        "00000012 0000000000000003 00000000 00000000",
+        "00000000 0000000a 0000000a" + b'{"a":[1]}\0'.hex(),
+        {"a": [1]},
+    ),
+    ("lock_storage", (), "00000013 0000012c", "00000000", None),
+    ("lock_storage", (10,), "00000013 0000000a", "00000000", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "request_hex", "answer", "expected"),
+    METHOD_WIRE,
+    ids=[f"{m}-{i}" for i, (m, *_) in enumerate(METHOD_WIRE)],
+)
+def test_method_wire_format(
+    peer: Peer, method: str, args: tuple[Any, ...], request_hex: str, answer: str, expected: object
+) -> None:
+    request = _h(request_hex)
+    peer.play((len(request), answer))
+    assert getattr(peer.ctrl, method)(*args) == expected
+    assert peer.join() == [request]
+    assert peer.ctrl.broken is None
+
+
+def test_every_command_has_a_method_and_a_capability() -> None:
+    for code, spec in s.COMMANDS.items():
+        assert spec.code == code
+        if code != s.CMD_GET_CAPABILITY:
+            assert spec.capability in s.CAPABILITY_NAMES
+        method = spec.name.lower().replace("tpmestablished", "tpm_established")
+        assert hasattr(Control, method), spec.name
+    assert sorted(s.COMMANDS) == list(range(0x01, 0x14))
+
+
+def test_set_datafd_passes_the_descriptor(peer: Peer) -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        peer.play((4, "00000000"))
+        peer.ctrl.set_datafd(b.fileno())
+        assert peer.join() == [_h("00000010")]
+        (fd,) = peer.fds
+        peer.fds.clear()
+        with socket.socket(fileno=fd) as received:
+            received.sendall(b"hello")
+            assert a.recv(5) == b"hello"
+
+
+def test_capabilities_learned_once_and_unsupported_refused() -> None:
+    p = Peer(caps=None)
+    try:
+        p.play((4, "00000000 0000ffff"), (8, "00000000"), (4, "00000000"))
+        t0 = time.monotonic()
+        with pytest.raises(s.UnsupportedError) as info:
+            p.ctrl.lock_storage()  # swtpm 0.7.1 reports 0xFFFF: no bit 16
+        assert (info.value.command, info.value.capability, info.value.caps) == (
+            "LOCK_STORAGE", "LOCK_STORAGE", 0xFFFF)  # fmt: skip
+        assert "PTM_CAP_LOCK_STORAGE" in str(info.value)
+        assert isinstance(info.value, BackendError)
+        assert p.ctrl.caps == 0xFFFF
+        p.ctrl.init()
+        p.ctrl.stop()  # no second GET_CAPABILITY
+        assert p.join() == [_h("00000001"), _h("00000002 00000000"), _h("0000000e")]
+        assert time.monotonic() - t0 < 1
+        again = pickle.loads(pickle.dumps(info.value))
+        assert (again.command, again.capability, again.caps) == ("LOCK_STORAGE", "LOCK_STORAGE", 0xFFFF)
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "cap"),
+    [
+        ("init", (), "INIT"),
+        ("hash_start", (), "HASHING"),
+        ("hash_data", (b"x",), "HASHING"),
+        ("hash_end", (), "HASHING"),
+        ("store_volatile", (), "STORE_VOLATILE"),
+        ("get_stateblob", (1,), "GET_STATEBLOB"),
+        ("set_stateblob", (1, b"x"), "SET_STATEBLOB"),
+        ("get_config", (), "GET_CONFIG"),
+        ("get_info", (), "GET_INFO"),
+        ("set_datafd", (0,), "SET_DATAFD"),
+        ("cancel_tpm_cmd", (), "CANCEL_TPM_CMD"),
+    ],
+)
+def test_refused_before_sending(method: str, args: tuple[Any, ...], cap: str) -> None:
+    bit = next(b for b, n in s.CAPABILITY_NAMES.items() if n == cap)
+    p = Peer(caps=ALL_CAPS & ~bit)
+    try:
+        with pytest.raises(s.UnsupportedError, match=f"PTM_CAP_{cap}"):
+            getattr(p.ctrl, method)(*args)
+        assert _drain(p.theirs) == b""
+        assert p.ctrl.broken is None
+    finally:
+        p.close()
+
+
+def test_set_datafd_before_caps_are_known() -> None:
+    # QEMU sends SET_DATAFD before GET_CAPABILITY; keep that order.
+    p = Peer(caps=None)
+    try:
+        a, b = socket.socketpair()
+        with a, b:
+            p.play((4, "00000000"))
+            p.ctrl.set_datafd(b.fileno())
+            assert p.join() == [_h("00000010")]
+    finally:
+        p.close()
 
 
 def _drain(sock: socket.socket) -> bytes:
@@ -117,72 +349,128 @@ def _drain(sock: socket.socket) -> bytes:
     return out
 
 
-METHOD_WIRE = [
-    ("get_capability", (), "00000001", "00000000 00007fff", 0x7FFF),
-    ("init", (), "00000002 00000000", "00000000", None),
-    ("init", (1,), "00000002 00000001", "00000000", None),
-    ("shutdown", (), "00000003", "00000000", None),
-    ("get_tpm_established", (), "00000004", "00000000 01 000000", True),
-    ("set_locality", (3,), "00000005 03000000", "00000000", None),
-    ("cancel_tpm_cmd", (), "00000009", "00000000", None),
-    ("reset_tpm_established", (4,), "0000000b 04000000", "00000000", None),
-    ("stop", (), "0000000e", "00000000", None),
-    ("set_buffersize", (), "00000011 00000000", "00000000 00001000 00000c00 00001000", (4096, 0xC00, 4096)),
-    (
-        "set_buffersize",
-        (3000,),
-        "00000011 00000bb8",
-        "00000000 00000bb8 00000af8 00001000",
-        (3000, 0xAF8, 4096),
-    ),
-]
+def test_hash_data_is_chunked(peer: Peer) -> None:
+    data = bytes(range(256)) * 40  # 10240 bytes: 4092 + 4092 + 2056
+    sizes = [4092, 4092, 2056]
+    peer.play(*[(8 + n, "00000000") for n in sizes])
+    peer.ctrl.hash_data(data)
+    sent = peer.join()
+    assert [struct.unpack(">II", r[:8]) for r in sent] == [(7, n) for n in sizes]
+    assert b"".join(r[8:] for r in sent) == data
+    peer.ctrl.hash_data(b"")  # nothing to send
+    assert s.HashDataRequest.unpack(_h("00000002 6162")) == s.HashDataRequest(b"ab")
+    with pytest.raises(ValueError):
+        s.HashDataRequest.unpack(_h("00000003 6162"))
 
 
-@pytest.mark.parametrize(("method", "args", "request_hex", "answer", "expected"), METHOD_WIRE)
-def test_method_wire_format(
-    peer: tuple[Control, socket.socket],
-    method: str,
-    args: tuple[int, ...],
-    request_hex: str,
-    answer: str,
-    expected: object,
-) -> None:
-    ctrl, other = peer
-    other.sendall(bytes.fromhex(answer.replace(" ", "")))
-    assert getattr(ctrl, method)(*args) == expected
-    assert _drain(other) == bytes.fromhex(request_hex.replace(" ", ""))
-    assert ctrl.broken is None
+def test_get_stateblob_asks_again_at_the_next_offset(peer: Peer) -> None:
+    # An answer with totlength > length (the ioctl form's chunks): continue
+    # at offset + length until the whole blob came.
+    peer.play(
+        (16, "00000000 00000000 00000006 00000002 0102"),
+        (16, "00000000 00000000 00000004 00000003 030405"),
+        (16, "00000000 00000000 00000001 00000001 06"),
+    )
+    blob = peer.ctrl.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    assert blob == s.StateBlob(1, 0, bytes([1, 2, 3, 4, 5, 6]))
+    offsets = [struct.unpack(">IIII", r)[3] for r in peer.join()]
+    assert offsets == [0, 2, 5]
+    assert "permanent" in repr(blob) and "6 bytes" in repr(blob)
 
 
-def test_set_datafd_passes_the_descriptor(peer: tuple[Control, socket.socket]) -> None:
-    ctrl, other = peer
-    a, b = socket.socketpair()
-    with a, b:
-        other.sendall(bytes(4))
-        ctrl.set_datafd(b.fileno())
-        msg, fds, _, _ = socket.recv_fds(other, 16, 2)
-        assert msg == bytes.fromhex("00000010") and len(fds) == 1
-        with socket.socket(fileno=fds[0]) as received:
-            received.sendall(b"hello")
-            assert a.recv(5) == b"hello"
+@pytest.mark.parametrize(
+    ("answers", "match"),
+    [
+        (["00000000 00000000 00000004 00000002 0102", "00000000 00000000 00000002 00000000"], "no more"),
+        (["00000000 00000000 00000002 00000003 010203"], "garbled"),  # length > totlength
+        (["00000000 00000000 7fffffff 7fffffff"], "garbled"),  # absurd length
+        (["00000000 00000000 00000004 00000002 0102", "00000800 00000000 00000000 00000000"], "part of"),
+    ],
+)
+def test_get_stateblob_bad_transfers(peer: Peer, answers: list[str], match: str) -> None:
+    peer.play(*[(16, a) for a in answers])
+    with pytest.raises(BackendError, match=match):
+        peer.ctrl.get_stateblob(s.PTM_BLOB_TYPE_VOLATILE)
 
 
-def test_error_result_reads_only_four_bytes(peer: tuple[Control, socket.socket]) -> None:
+@pytest.mark.parametrize(
+    ("answer", "result"),
+    [
+        ("0000000a", s.TPM_BAD_ORDINAL),  # TPM not running: the result alone
+        ("00000003", s.TPM_BAD_PARAMETER),
+        ("00000021 00000000 00000000 00000000", s.TPM_DECRYPT_ERROR),  # whole header
+    ],
+)
+def test_get_stateblob_errors_keep_the_channel(peer: Peer, answer: str, result: int) -> None:
+    peer.play((16, answer), (4, "00000000"))
+    with pytest.raises(ControlError) as info:
+        peer.ctrl.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    assert (info.value.command, info.value.result) == ("GET_STATEBLOB", result)
+    peer.ctrl.stop()  # still in step
+    assert peer.ctrl.broken is None
+
+
+def test_set_stateblob_error(peer: Peer) -> None:
+    peer.play((12 + 4, "0000000a"))
+    with pytest.raises(ControlError) as info:
+        peer.ctrl.set_stateblob(s.PTM_BLOB_TYPE_PERMANENT, b"blob")
+    assert (info.value.command, info.value.result) == ("SET_STATEBLOB", 0x0A)
+    assert peer.ctrl.broken is None
+
+
+def test_get_info_in_parts_and_errors(peer: Peer) -> None:
+    doc = b'{"TPMSpecification":{"family":"2.0"}}\0'
+    peer.play(
+        (20, "00000000" + struct.pack(">II", len(doc), 10).hex() + doc[:10].hex()),
+        (20, "00000000" + struct.pack(">II", len(doc), len(doc) - 10).hex() + doc[10:].hex()),
+    )
+    assert peer.ctrl.get_info(1) == {"TPMSpecification": {"family": "2.0"}}
+    assert [struct.unpack(">IQII", r)[2] for r in peer.join()] == [0, 10]
+    p2 = Peer()
+    try:
+        p2.play((20, "00000003"), (20, "00000000 00000003 00000003 7b7d00"))
+        with pytest.raises(ControlError) as info:
+            p2.ctrl.get_info(1)
+        assert info.value.result == s.TPM_BAD_PARAMETER
+        assert p2.ctrl.get_info(0) == {}
+    finally:
+        p2.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "match", "broken"),
+    [
+        (b"not json\0", "invalid JSON", False),
+        (b"[1]\0", "not an object", False),
+        (b"{}", "NUL", False),
+        (None, "garbled", True),
+    ],
+)
+def test_get_info_garbled(peer: Peer, body: bytes | None, match: str, broken: bool) -> None:
+    if body is None:
+        answer = "00000000 00000004 00000009 7b7d00"  # length > totlength
+    else:
+        answer = "00000000" + struct.pack(">II", len(body), len(body)).hex() + body.hex()
+    peer.play((20, answer))
+    with pytest.raises(BackendError, match=match):
+        peer.ctrl.get_info(1)
+    assert (peer.ctrl.broken is not None) == broken
+
+
+def test_error_result_reads_only_four_bytes(peer: Peer) -> None:
     # A failing GET_TPMESTABLISHED answers 4 bytes; waiting for 8 would stall.
-    ctrl, other = peer
-    other.sendall(bytes.fromhex("0000000a"))
+    peer.play((4, "0000000a"), (4, "00000000 0000ffff"))
     t0 = time.monotonic()
     with pytest.raises(ControlError) as info:
-        ctrl.get_tpm_established()
+        peer.ctrl.get_tpm_established()
     assert time.monotonic() - t0 < 0.2
     assert (info.value.command, info.value.code, info.value.result) == ("GET_TPMESTABLISHED", 4, 0x0A)
-    assert ctrl.broken is None  # a refusal leaves the channel usable
-    other.sendall(bytes.fromhex("00000000 0000ffff"))
-    assert ctrl.get_capability() == 0xFFFF
+    assert peer.ctrl.broken is None  # a refusal leaves the channel usable
+    assert peer.ctrl.get_capability() == 0xFFFF
 
 
-def test_timeout_breaks_the_channel(peer: tuple[Control, socket.socket]) -> None:
-    ctrl, _ = peer
+def test_timeout_breaks_the_channel(peer: Peer) -> None:
+    ctrl = peer.ctrl
     t0 = time.monotonic()
     with pytest.raises(BackendError, match=r"GET_CAPABILITY.*within 0.3 s"):
         ctrl.get_capability()
@@ -194,24 +482,48 @@ def test_timeout_breaks_the_channel(peer: tuple[Control, socket.socket]) -> None
     assert time.monotonic() - t0 < 0.05
 
 
-def test_short_answer_then_close(peer: tuple[Control, socket.socket]) -> None:
-    ctrl, other = peer
-    other.sendall(bytes.fromhex("00000000 0000"))  # result 0, caps cut short
-    other.shutdown(socket.SHUT_WR)
+def test_short_answer_then_close(peer: Peer) -> None:
+    peer.play((4, "00000000 0000", True))  # result 0, caps cut short
     with pytest.raises(BackendError, match=r"closed the connection.*2 of 4"):
-        ctrl.get_capability()
-    assert ctrl.broken is not None
+        peer.ctrl.get_capability()
+    assert peer.ctrl.broken is not None
 
 
-def test_stall_in_second_pass(peer: tuple[Control, socket.socket]) -> None:
-    ctrl, other = peer
-    other.sendall(bytes.fromhex("00000000 00001000"))  # 8 of 16 bytes
+def test_stall_in_second_pass(peer: Peer) -> None:
+    peer.play((8, "00000000 00001000"))  # 8 of 16 bytes
     with pytest.raises(BackendError, match="within"):
-        ctrl.set_buffersize(0)
+        peer.ctrl.set_buffersize(0)
 
 
-def test_call_checks_request_type(peer: tuple[Control, socket.socket]) -> None:
-    ctrl, _ = peer
+@pytest.mark.parametrize(
+    ("answer", "method"),
+    [
+        ("00000000 00000000", "stop"),  # 4 bytes too many
+        ("0000000a 00000000", "stop"),  # an error result, then more
+        ("00000000 0000ffff 00000000", "get_capability"),
+    ],
+)
+def test_long_answer_breaks_the_channel(peer: Peer, answer: str, method: str) -> None:
+    n = {"stop": 4, "get_capability": 4}[method]
+    peer.play((n, answer))
+    time.sleep(0.05)  # let the whole answer arrive
+    with pytest.raises(BackendError, match="unexpected bytes") as info:
+        getattr(peer.ctrl, method)()
+    assert not isinstance(info.value, ControlError)
+    assert peer.ctrl.broken is not None
+
+
+def test_unsolicited_bytes_break_the_channel(peer: Peer) -> None:
+    peer.theirs.sendall(b"\0\0\0\0")  # nobody asked
+    time.sleep(0.02)
+    with pytest.raises(BackendError, match="unexpected bytes before the request"):
+        peer.ctrl.stop()
+    assert _drain(peer.theirs) == b""  # nothing was sent
+    assert peer.ctrl.broken is not None
+
+
+def test_call_checks_request_type(peer: Peer) -> None:
+    ctrl = peer.ctrl
     with pytest.raises(TypeError, match="LocalityRequest"):
         ctrl.call(s.CMD_SET_LOCALITY, s.InitRequest(0))
     with pytest.raises(ValueError):
@@ -226,7 +538,7 @@ def test_bad_timeout() -> None:
 
 
 # -- real swtpm ---------------------------------------------------------------
-ControlFor = Callable[[int], "tuple[Control, Any]"]
+ControlFor = Callable[..., "tuple[Control, Any]"]
 
 
 @pytest.mark.swtpm
@@ -331,3 +643,103 @@ def test_real_shutdown_ends_the_process(control_for: ControlFor) -> None:
     with pytest.raises(BackendError):
         ctrl.get_capability()
     assert ctrl.broken is not None
+
+
+@pytest.mark.swtpm
+@pytest.mark.parametrize("version", [2, 1])
+def test_real_every_command(control_for: ControlFor, version: int) -> None:
+    ctrl, sp = control_for(version)
+    # Before CMD_INIT: information yes, state no.
+    info = ctrl.get_info(s.SWTPM_INFO_TPMSPECIFICATION)
+    family = "2.0" if version == 2 else "1.2"
+    assert info["TPMSpecification"]["family"] == family
+    assert ctrl.get_config() == 0
+    for call in (ctrl.store_volatile, lambda: ctrl.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT), ctrl.hash_start):
+        with pytest.raises(ControlError) as err:
+            call()
+        assert err.value.result == s.TPM_BAD_ORDINAL
+    with pytest.raises(s.UnsupportedError, match="LOCK_STORAGE"):
+        ctrl.lock_storage()  # 0.7.1: bit 16 not set, nothing sent
+    assert ctrl.caps == (0xFFFF if version == 2 else 0x7FFF)
+    ctrl.init()
+    ours, theirs = socket.socketpair()
+    with ours:
+        ctrl.set_datafd(theirs.fileno())
+        theirs.close()
+        ours.settimeout(5)
+        ours.sendall(TPM2_STARTUP_CLEAR if version == 2 else TPM12_STARTUP_CLEAR)
+        assert ours.recv(100)[6:10] == bytes(4)
+    # STORE_VOLATILE writes the volatile state file.
+    ctrl.store_volatile()
+    assert any("volatilestate" in name for name in os.listdir(sp.state_dir))
+    # State blobs: permanent and volatile exist, savestate answers 0x800.
+    perm = ctrl.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    vol = ctrl.get_stateblob(s.PTM_BLOB_TYPE_VOLATILE)
+    save = ctrl.get_stateblob(s.PTM_BLOB_TYPE_SAVESTATE)
+    assert perm.result == vol.result == 0 and len(perm.data) > 1000 and len(vol.data) > 1000
+    assert perm.state_flags == vol.state_flags == 0
+    assert (save.result, save.data) == (s.RESULT_NON_FATAL, b"")
+    # Loading needs a stopped TPM.
+    with pytest.raises(ControlError) as err:
+        ctrl.set_stateblob(s.PTM_BLOB_TYPE_PERMANENT, perm.data)
+    assert (err.value.command, err.value.result) == ("SET_STATEBLOB", s.TPM_BAD_ORDINAL)
+    # The DRTM sequence at locality 4 sets the established flag.
+    ctrl.set_locality(4)
+    ctrl.hash_start()
+    ctrl.hash_data(b"x" * 10000)  # three chunks
+    ctrl.hash_end()
+    assert ctrl.get_tpm_established() is True
+    ctrl.stop()
+    ctrl.set_stateblob(s.PTM_BLOB_TYPE_PERMANENT, perm.data)
+    ctrl.set_stateblob(s.PTM_BLOB_TYPE_VOLATILE, vol.data)
+    ctrl.init(s.PTM_INIT_FLAG_DELETE_VOLATILE)
+    assert ctrl.get_tpm_established() is False  # back to the saved state
+    assert ctrl.broken is None
+
+
+@pytest.mark.swtpm
+def test_real_get_info_documents(control_for: ControlFor) -> None:
+    ctrl, _ = control_for(2)
+    assert ctrl.get_info(0) == {}
+    assert ctrl.get_info(s.SWTPM_INFO_TPMSPECIFICATION) == {
+        "TPMSpecification": {"family": "2.0", "level": 0, "revision": 164}
+    }
+    info = ctrl.get_info(
+        s.SWTPM_INFO_TPMSPECIFICATION | s.SWTPM_INFO_TPMATTRIBUTES | s.SWTPM_INFO_TPMFEATURES
+    )
+    assert info["TPMAttributes"] == {
+        "manufacturer": "id:00001014",
+        "version": "id:20191023",
+        "model": "swtpm",
+    }
+    assert 2048 in info["TPMFeatures"]["RSAKeySizes"]  # bit 2 is known to 0.7.1 already
+    assert ctrl.get_info(0xFF) == info  # unknown bits are ignored
+    # An offset past the end is a bad parameter (4-byte answer).
+    with pytest.raises(ControlError) as err:
+        ctrl.exchange(s.CMD_GET_INFO, s.GetInfoRequest(1, 4096).pack(), 12)
+    assert err.value.result == s.TPM_BAD_PARAMETER
+    # At offset 10, totlength stays the whole document (63 bytes with its NUL).
+    part = ctrl.transact(s.CMD_GET_INFO, s.GetInfoRequest(1, 10).pack(), lambda recv: recv(12 + 53))
+    assert s.GetInfoResponse.unpack(part[:12]) == s.GetInfoResponse(0, 63, 53)
+    assert part[12:] == b'fication":{"family":"2.0","level":0,"revision":164}}\0'
+    assert ctrl.broken is None
+
+
+@pytest.mark.swtpm
+def test_real_get_config_flags(control_for: ControlFor, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("00112233445566778899aabbccddeeff")
+    ctrl_file, _ = control_for(2, "--key", f"file={key},mode=aes-cbc")
+    ctrl_mig, _ = control_for(2, "--migration-key", f"file={key},mode=aes-cbc")
+    assert ctrl_file.get_config() == s.PTM_CONFIG_FLAG_FILE_KEY
+    assert ctrl_mig.get_config() == s.PTM_CONFIG_FLAG_MIGRATION_KEY
+    # With --key, a blob asked for without DECRYPTED stays encrypted and says so.
+    ctrl_file.init()
+    enc = ctrl_file.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT, 0)
+    plain = ctrl_file.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    assert enc.encrypted and enc.state_flags == s.PTM_STATE_FLAG_ENCRYPTED
+    assert not plain.encrypted and len(enc.data) > len(plain.data)
+    # With --migration-key the blob is encrypted, but the flag is not set.
+    ctrl_mig.init()
+    mig = ctrl_mig.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    assert mig.state_flags == 0 and len(mig.data) > len(plain.data)

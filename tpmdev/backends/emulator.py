@@ -8,7 +8,11 @@ Connecting takes the steps QEMU takes when it creates the backend:
 
 1. connect to the control socket;
 2. make a unix stream socketpair and hand one end to swtpm with
-   CMD_SET_DATAFD (SCM_RIGHTS); the other end is our data channel;
+   CMD_SET_DATAFD (SCM_RIGHTS); the other end is our data channel
+   (alternatives, which QEMU does not have: connect to swtpm's own data
+   socket, ``--server type=unixio,path=...`` or ``--server type=tcp,port=N``
+   on the loopback, and then no SET_DATAFD is sent -- swtpm serving both
+   gets confused by it);
 3. probe the TPM family on the data channel: TPM2_ReadClock, then
    TPM_GetTicks (:mod:`tpmdev.wire`). No CMD_INIT has been sent yet; swtpm
    0.7.1 answers both probes with a failure response in its own family's
@@ -53,11 +57,36 @@ Where we differ from QEMU, on purpose
 * The version probe waits ``timeout`` seconds for each answer, not 1 s.
 * Convenience: a host that never calls :meth:`Emulator.startup` gets one
   implicitly (buffer size query, then ``startup(0)``) before its first
-  command or established-flag request.
+  command, established-flag request or hash sequence. A swtpm spawned with
+  ``startup=...`` (``--flags not-need-init,startup-*``) runs without
+  CMD_INIT, so it gets none.
+* The control channel may be TCP (``ctrl_address=``, swtpm's
+  ``--ctrl type=tcp``), which QEMU cannot use; SET_DATAFD cannot pass a
+  descriptor over TCP (swtpm 0.7.1 answers 0x03, or 0x1F when it has a
+  ``--server`` socket), so TCP control needs one of the ``--server`` data
+  channels. Addresses must be loopback: neither
+  channel is authenticated.
+
+State (migration, snapshots)
+----------------------------
+:meth:`Emulator.get_state` is QEMU's save: with no command in flight,
+GET_STATEBLOB (decrypted) for the permanent, volatile and savestate blobs,
+in that order; a result with bit 0x800 is an empty blob. Asking for the
+volatile blob makes swtpm store its volatile state first.
+:meth:`Emulator.set_state` is QEMU's load: CMD_STOP, SET_STATEBLOB for each
+non-empty blob in the same order, then CMD_INIT with the delete-volatile
+flag; the TPM resumes where the saved one was, without TPM(2)_Startup. (A
+later plain :meth:`startup` -- a machine reset -- starts it afresh: the
+volatile copy is gone and the guest sends Startup as after a reboot.)
+Blobs from a swtpm with ``--migration-key`` are encrypted and load only into
+a swtpm with the same key; a wrong or missing key is swtpm's result 0x21
+(or 0x0D), raised as :class:`~tpmdev.backends.swtpm.ControlError`, and the
+TPM stays stopped.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -69,12 +98,16 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any, Union
 
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, STATE_KEYS, Backend
 from tpmdev.backends.swtpm import (
+    BLOB_TYPE_NAMES,
+    PTM_BLOB_TYPE_PERMANENT,
+    PTM_BLOB_TYPE_SAVESTATE,
+    PTM_BLOB_TYPE_VOLATILE,
     PTM_CAP_CANCEL_TPM_CMD,
     PTM_CAP_GET_TPMESTABLISHED,
     PTM_CAP_INIT,
@@ -84,12 +117,17 @@ from tpmdev.backends.swtpm import (
     PTM_CAP_SET_LOCALITY,
     PTM_CAP_SHUTDOWN,
     PTM_CAP_STOP,
+    PTM_INIT_FLAG_DELETE_VOLATILE,
+    PTM_STATE_FLAG_DECRYPTED,
+    SWTPM_INFO_TPMSPECIFICATION,
     Control,
     ControlError,
+    StateBlob,
+    binary_features,
     capability_names,
     recv_exactly,
 )
-from tpmdev.errors import BackendError
+from tpmdev.errors import BackendError, ConfigurationError
 from tpmdev.wire import (
     HEADER_SIZE,
     TPM2_READCLOCK_PROBE,
@@ -102,6 +140,8 @@ __all__ = [
     "MAX_RESPONSE_SIZE",
     "REQUIRED_CAPS_TPM2",
     "REQUIRED_CAPS_TPM12",
+    "STARTUP_MODES",
+    "DATA_CHANNELS",
     "Emulator",
 ]
 
@@ -126,8 +166,25 @@ REQUIRED_CAPS_TPM12 = (
 )
 REQUIRED_CAPS_TPM2 = REQUIRED_CAPS_TPM12 | PTM_CAP_RESET_TPMESTABLISHED
 
+#: ``spawn(startup=...)`` values: the ``--flags startup-*`` swtpm sends
+#: TPM(2)_Startup with at process start (``"none"``: runs without CMD_INIT
+#: but sends no Startup).
+STARTUP_MODES = ("clear", "state", "deactivated", "none")
+
+#: ``spawn(data_channel=...)`` values.
+DATA_CHANNELS = ("socketpair", "unix", "tcp")
+
+# The blobs of a saved state, in QEMU's save and load order.
+_BLOB_ORDER = (PTM_BLOB_TYPE_PERMANENT, PTM_BLOB_TYPE_VOLATILE, PTM_BLOB_TYPE_SAVESTATE)
+_BLOB_TYPES = {name: code for code, name in BLOB_TYPE_NAMES.items()}
+assert tuple(BLOB_TYPE_NAMES[t] for t in _BLOB_ORDER) == STATE_KEYS
+
+#: One value of :meth:`Emulator.set_state`'s mapping.
+StateValue = Union[bytes, bytearray, memoryview, StateBlob]
+
 _AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _CTRL_NAME = "swtpm-ctrl.sock"
+_DATA_NAME = "swtpm-data.sock"
 _NO_LOCALITY = 0xFF  # QEMU starts with an all-ones locality: none used yet
 _KILL_GRACE = 2.0  # seconds a process gets to exit after SIGTERM
 
@@ -142,6 +199,7 @@ class _Resources:
     output: IO[bytes] | None = None
     tmpdir: str | None = None
     ctrl_path: str | None = None  # removed on release when we spawned swtpm
+    data_path: str | None = None  # likewise, for --server type=unixio
 
 
 def _release(res: _Resources, wait_exit: float) -> None:
@@ -165,12 +223,15 @@ def _release(res: _Resources, wait_exit: float) -> None:
     if res.tmpdir is not None:
         shutil.rmtree(res.tmpdir, ignore_errors=True)
         res.tmpdir = None
-    elif proc is not None and res.ctrl_path is not None:
-        try:
-            if stat.S_ISSOCK(os.lstat(res.ctrl_path).st_mode):
-                os.unlink(res.ctrl_path)
-        except OSError:
-            pass
+    elif proc is not None:
+        for path in (res.ctrl_path, res.data_path):
+            if path is None:
+                continue
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 def _end_process(proc: subprocess.Popen[bytes], wait_exit: float) -> None:
@@ -210,26 +271,56 @@ class Emulator(Backend):
     default 10) bounds every exchange with swtpm: connecting, each control
     message, and each TPM command from write to the last response byte.
 
-    Raises :class:`tpmdev.BackendError` if swtpm cannot be reached, its TPM
-    family cannot be told, or it lacks a capability QEMU requires.
+    Other ways to reach a running swtpm (not QEMU's):
+
+    * ``ctrl_address=("127.0.0.1", port)`` instead of *ctrl_path*: the
+      control channel over TCP (``--ctrl type=tcp,port=N``); needs one of:
+    * ``data_path=PATH``: swtpm's own data socket, ``--server
+      type=unixio,path=PATH``;
+    * ``data_address=("127.0.0.1", port)``: ``--server type=tcp,port=N``.
+
+    TCP addresses must be loopback (:class:`tpmdev.ConfigurationError`
+    otherwise). Raises :class:`tpmdev.BackendError` if swtpm cannot be
+    reached, its TPM family cannot be told, or it lacks a capability QEMU
+    requires.
     """
 
-    def __init__(self, ctrl_path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        ctrl_path: str | os.PathLike[str] | None = None,
+        *,
+        timeout: float = 10.0,
+        ctrl_address: tuple[str, int] | None = None,
+        data_path: str | os.PathLike[str] | None = None,
+        data_address: tuple[str, int] | None = None,
+    ) -> None:
         timeout = _check_timeout(timeout)
-        path = os.fspath(ctrl_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if (ctrl_path is None) == (ctrl_address is None):
+            raise ConfigurationError("give exactly one of ctrl_path (unix socket) and ctrl_address (TCP)")
+        if data_path is not None and data_address is not None:
+            raise ConfigurationError("give at most one of data_path and data_address")
+        if ctrl_address is not None and data_path is None and data_address is None:
+            raise ConfigurationError(
+                "a TCP control channel cannot pass the data socket (SET_DATAFD needs a unix socket); "
+                "start swtpm with --server and give data_path or data_address"
+            )
+        ctrl_end = _endpoint(ctrl_path, ctrl_address, "ctrl_address")
+        data_end = _endpoint(data_path, data_address, "data_address")
+        assert ctrl_end is not None
+        deadline = time.monotonic() + timeout
+        res = _Resources(ctrl_path=os.fspath(ctrl_path) if ctrl_path is not None else None)
         try:
-            sock.settimeout(timeout)
-            sock.connect(path)
-        except OSError as exc:
-            sock.close()
-            raise BackendError(
-                f"cannot connect to the swtpm control socket {path!r} ({exc.strerror or exc}); "
-                "is swtpm running with --ctrl type=unixio,path=... ?"
-            ) from None
-        self._setup(sock, timeout, _Resources(ctrl_path=path))
+            ctrl = _connect(ctrl_end, deadline, "control")
+            res.ctrl = ctrl
+            if data_end is not None:
+                res.data = _connect(data_end, deadline, "data")
+        except BaseException:
+            _release(res, 0.0)
+            raise
+        self._setup(ctrl, timeout, res, own_data=data_end is not None)
 
-    def _setup(self, sock: socket.socket, timeout: float, res: _Resources) -> None:
+    def _setup(self, sock: socket.socket, timeout: float, res: _Resources, *, own_data: bool = False) -> None:
+        """Connect the data channel (unless swtpm serves its own), probe, check caps."""
         self.timeout = timeout
         self._res = res
         res.ctrl = sock
@@ -246,7 +337,8 @@ class Emulator(Backend):
         self._caps = 0
         self._version = 0
         try:
-            self._connect_data_channel()
+            if not own_data:
+                self._connect_data_channel()
             self._version = self._probe_version()
             self._caps = self._control.get_capability()
             required = REQUIRED_CAPS_TPM2 if self._version == 2 else REQUIRED_CAPS_TPM12
@@ -307,8 +399,12 @@ class Emulator(Backend):
         tpm_version: int = 2,
         *,
         timeout: float = 10.0,
+        startup: str | None = None,
+        migration_key: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
         log_file: str | os.PathLike[str] | None = None,
         log_level: int | None = None,
+        data_channel: str = "socketpair",
         swtpm: str = "swtpm",
         extra_args: Sequence[str] = (),
     ) -> Emulator:
@@ -316,41 +412,94 @@ class Emulator(Backend):
 
         The returned Emulator owns the process (its own session and process
         group): :meth:`close` ends it, and so does interpreter exit if close
-        was never called. *state_dir* is created if missing; the control
-        socket lives in it, or in a short temporary directory when the path
-        would exceed the AF_UNIX limit. *log_file* / *log_level* become
-        ``--log file=...,level=N``; *extra_args* are appended as they are.
+        was never called. *state_dir* is created if missing; the sockets
+        live in it, or in a short temporary directory when a path would
+        exceed the AF_UNIX limit.
+
+        * *startup* (one of :data:`STARTUP_MODES`): ``--flags
+          not-need-init,startup-MODE``; swtpm runs at once and sends
+          TPM(2)_Startup(MODE) itself (``"none"``: no Startup). No implicit
+          CMD_INIT follows; a frontend's reset still sends one, as QEMU does.
+        * *migration_key*: ``--migration-key file=PATH,mode=aes-cbc``: state
+          blobs handed out are encrypted with this key (hex, 32 digits).
+        * *key*: ``--key file=PATH,mode=aes-cbc``: the state files are
+          encrypted (:meth:`get_state` still asks for plaintext blobs).
+        * *log_file* / *log_level*: ``--log file=...,level=N``.
+        * *data_channel* (one of :data:`DATA_CHANNELS`): ``"socketpair"``
+          (QEMU's way, SET_DATAFD), ``"unix"`` (``--server type=unixio``) or
+          ``"tcp"`` (``--server type=tcp`` on a free loopback port).
+        * *extra_args* are appended as they are.
+
+        The executable's ``--print-capabilities`` is read once
+        (:func:`~tpmdev.backends.swtpm.binary_features`) and options it
+        lacks are refused: TPM 1.2 / 2.0 need ``tpm-1.2`` / ``tpm-2.0``,
+        *startup* needs ``flags-opt-startup``. *migration_key*, *key* and
+        the ``--server`` channels have no feature name (swtpm has had them,
+        with ``file=``, since its first socket releases), so nothing is
+        checked for them.
         """
         if tpm_version not in (1, 2):
             raise ValueError(f"tpm_version must be 1 or 2, got {tpm_version!r}")
         timeout = _check_timeout(timeout)
+        if startup is not None and startup not in STARTUP_MODES:
+            raise ConfigurationError(f"startup must be None or one of {STARTUP_MODES}, got {startup!r}")
+        if data_channel not in DATA_CHANNELS:
+            raise ConfigurationError(f"data_channel must be one of {DATA_CHANNELS}, got {data_channel!r}")
         exe = shutil.which(swtpm)
         if exe is None:
             raise BackendError(
                 f"swtpm executable {swtpm!r} not found; install swtpm "
                 "(Debian/Ubuntu: apt-get install swtpm) or pass swtpm=<path>"
             )
+        _check_features(exe, tpm_version, startup)
         state = os.path.abspath(os.fspath(state_dir))
+        key_files = {
+            name: os.path.abspath(os.fspath(path))
+            for name, path in (("migration_key", migration_key), ("key", key))
+            if path is not None
+        }
+        for name, path in key_files.items():
+            if not os.path.isfile(path):
+                raise ConfigurationError(f"{name} {path!r} is not a file")
         os.makedirs(state, exist_ok=True)
         res = _Resources()
         try:
             ctrl_path = os.path.join(state, _CTRL_NAME)
-            if len(os.fsencode(ctrl_path)) > _AF_UNIX_PATH_MAX:
+            data_path = os.path.join(state, _DATA_NAME)
+            if len(os.fsencode(data_path)) > _AF_UNIX_PATH_MAX:
                 res.tmpdir = tempfile.mkdtemp(prefix="tpmdev-")
                 ctrl_path = os.path.join(res.tmpdir, "ctrl")
-                if len(os.fsencode(ctrl_path)) > _AF_UNIX_PATH_MAX:
+                data_path = os.path.join(res.tmpdir, "data")
+                if len(os.fsencode(data_path)) > _AF_UNIX_PATH_MAX:
                     raise BackendError(
                         f"no short enough directory for the swtpm control socket ({ctrl_path!r}); "
                         "set TMPDIR to a shorter path"
                     )
-            if "," in state or "," in ctrl_path:
-                # swtpm splits option values at commas and has no escape.
-                raise BackendError(f"swtpm cannot take a path containing ',': {state!r}")
+            for path in (state, ctrl_path, *key_files.values(), os.fspath(log_file or "")):
+                if "," in path:
+                    # swtpm splits option values at commas and has no escape.
+                    raise BackendError(f"swtpm cannot take a path containing ',': {path!r}")
             res.ctrl_path = ctrl_path
             _remove_stale_socket(ctrl_path)
             args = [exe, "socket", "--tpmstate", f"dir={state}", "--ctrl", f"type=unixio,path={ctrl_path}"]
             if tpm_version == 2:
                 args.append("--tpm2")
+            data_end: tuple[int, Any] | None = None
+            if data_channel == "unix":
+                res.data_path = data_path
+                _remove_stale_socket(data_path)
+                args += ["--server", f"type=unixio,path={data_path}"]
+                data_end = (socket.AF_UNIX, data_path)
+            elif data_channel == "tcp":
+                port = _free_loopback_port()
+                args += ["--server", f"type=tcp,port={port},bindaddr=127.0.0.1"]
+                data_end = (socket.AF_INET, ("127.0.0.1", port))
+            if startup is not None:
+                args += ["--flags", f"not-need-init,startup-{startup}"]
+            if "migration_key" in key_files:
+                args += ["--migration-key", f"file={key_files['migration_key']},mode=aes-cbc"]
+            if "key" in key_files:
+                args += ["--key", f"file={key_files['key']},mode=aes-cbc"]
             if log_file is not None or log_level is not None:
                 opts = [f"file={os.fspath(log_file)}" if log_file is not None else "fd=2"]
                 if log_level is not None:
@@ -370,9 +519,17 @@ class Emulator(Backend):
                 )
             except OSError as exc:
                 raise BackendError(f"cannot start {exe!r} ({exc.strerror or exc})") from None
-            sock = _wait_for_control_socket(res, ctrl_path, timeout)
+            deadline = time.monotonic() + timeout
+            sock = _wait_connect(res, (socket.AF_UNIX, ctrl_path), deadline, "control", timeout)
+            res.ctrl = sock
+            if data_end is not None:
+                res.data = _wait_connect(res, data_end, deadline, "data", timeout)
             emu = cls.__new__(cls)
-            emu._setup(sock, timeout, res)
+            emu._setup(sock, timeout, res, own_data=data_end is not None)
+            if startup is not None:
+                # swtpm already runs the TPM (not-need-init): a CMD_INIT now
+                # would restart it and undo the Startup swtpm sent.
+                emu._started = emu._initialised = True
             log.debug("spawned swtpm pid %d: %s", res.process.pid, " ".join(args))
             return emu
         except BaseException:
@@ -561,6 +718,116 @@ class Emulator(Backend):
             return
         self._established = None
 
+    # -- state (migration, snapshots) ------------------------------------------
+    def get_state_blobs(self) -> dict[str, StateBlob]:
+        """QEMU's save: the three blobs with their flags and results.
+
+        Waits for a command in flight to finish, then GET_STATEBLOB with
+        the DECRYPTED flag for permanent, volatile and savestate. A missing
+        blob (result with bit 0x800) is an empty :class:`StateBlob` that
+        keeps the result. The TPM must be running (else ControlError 0x0A).
+        """
+        self._check_open()
+        with self._data_lock:
+            self._check_open()
+            self._check_usable()
+            blobs: dict[str, StateBlob] = {}
+            for blob_type in _BLOB_ORDER:
+                blob = self._control.get_stateblob(blob_type, PTM_STATE_FLAG_DECRYPTED)
+                log.debug("state blob %s", blob)
+                blobs[blob.name] = blob
+            return blobs
+
+    def get_state(self) -> dict[str, bytes]:
+        """``{"permanent", "volatile", "savestate"}`` blobs, as :meth:`get_state_blobs`.
+
+        The flags are dropped: blobs asked for decrypted come back with
+        flags 0 (a ``--migration-key`` encryption is inside the blob).
+        """
+        return {name: blob.data for name, blob in self.get_state_blobs().items()}
+
+    def set_state(self, state: Mapping[str, StateValue]) -> None:
+        """QEMU's load: CMD_STOP, SET_STATEBLOB per non-empty blob, CMD_INIT(1).
+
+        *state* maps ``"permanent"``, ``"volatile"``, ``"savestate"`` (any
+        may be missing or empty) to bytes, or to the :class:`StateBlob`
+        objects of :meth:`get_state_blobs` (their flags are sent back).
+        The TPM then runs from the loaded state, as if it had never
+        stopped; no TPM(2)_Startup is needed. If swtpm refuses a blob
+        (:class:`~tpmdev.backends.swtpm.ControlError`, e.g. 0x21 for a
+        wrong migration key) the TPM is left stopped: load another state
+        or call :meth:`startup`.
+        """
+        self._check_open()
+        blobs = _state_blobs(state)
+        with self._data_lock:
+            self._check_open()
+            self._check_usable()
+            self._started = False
+            self._control.stop()
+            for blob in blobs:
+                if blob.data:
+                    self._control.set_stateblob(blob.type, blob.data, blob.state_flags)
+            self._control.init(PTM_INIT_FLAG_DELETE_VOLATILE)
+            self._started = self._initialised = True
+            # Ask swtpm again for what the loaded state says.
+            self._established = None
+            self._locality = _NO_LOCALITY
+
+    def store_volatile(self) -> None:
+        """CMD_STORE_VOLATILE: write the volatile state into the state directory."""
+        self._check_open()
+        self._control.store_volatile()
+
+    # -- dynamic root of trust (TPM_HASH_START / DATA / END) --------------------
+    def hash_start(self) -> None:
+        """CMD_HASH_START at the current locality (see :meth:`hash_sequence`)."""
+        self._check_open()
+        self._control.hash_start()
+
+    def hash_data(self, data: bytes) -> None:
+        """CMD_HASH_DATA, chunked as the protocol allows."""
+        self._check_open()
+        self._control.hash_data(data)
+
+    def hash_end(self) -> None:
+        """CMD_HASH_END; the established flag is asked again afterwards."""
+        self._check_open()
+        self._control.hash_end()
+        self._established = None
+
+    def hash_sequence(self, data: bytes, locality: int = 4) -> None:
+        """A dynamic root of trust measurement: HASH_START, DATA, END at *locality*.
+
+        At locality 4 the TPM resets PCR 17 and extends it with the digest
+        of *data* (TPM 2.0: SHA-256 bank ``H(0..0 || H(data))``), and sets
+        the established flag. Waits for a command in flight first.
+        """
+        self._check_open()
+        with self._data_lock:
+            self._check_open()
+            self._check_usable()
+            if not self._started:
+                self._implicit_startup()
+            if locality != self._locality:
+                self._control_call(self._control.set_locality, locality)
+                self._locality = locality
+            self._control.hash_start()
+            self._control.hash_data(data)
+            self._control.hash_end()
+            self._established = None
+
+    # -- information --------------------------------------------------------
+    def get_config(self) -> int:
+        """CMD_GET_CONFIG: ``PTM_CONFIG_FLAG_*`` (file key, migration key)."""
+        self._check_open()
+        return self._control.get_config()
+
+    def get_info(self, flags: int = SWTPM_INFO_TPMSPECIFICATION) -> dict[str, Any]:
+        """CMD_GET_INFO: swtpm's JSON description for ``SWTPM_INFO_*`` *flags*."""
+        self._check_open()
+        return self._control.get_info(flags)
+
     # -- lifetime -------------------------------------------------------------
     def close(self) -> None:
         """CMD_SHUTDOWN (if the TPM was initialised), close, reap swtpm.
@@ -648,10 +915,104 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-def _wait_for_control_socket(res: _Resources, path: str, timeout: float) -> socket.socket:
+def _state_blobs(state: Mapping[str, StateValue]) -> list[StateBlob]:
+    """Check a set_state() mapping; return its blobs in load order."""
+    if not isinstance(state, Mapping):
+        raise TypeError(f"state must be a mapping of {STATE_KEYS}, got {type(state).__name__}")
+    unknown = sorted(set(state) - set(STATE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown state keys {unknown}; the keys are {STATE_KEYS}")
+    blobs = []
+    for blob_type in _BLOB_ORDER:
+        name = BLOB_TYPE_NAMES[blob_type]
+        value = state.get(name, b"")
+        if isinstance(value, StateBlob):
+            if value.type != blob_type:
+                raise ValueError(f"state[{name!r}] is a {value.name} blob")
+            blobs.append(value)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            blobs.append(StateBlob(blob_type, 0, bytes(value)))
+        else:
+            raise TypeError(f"state[{name!r}] must be bytes or a StateBlob, not {type(value).__name__}")
+    return blobs
+
+
+def _check_features(exe: str, tpm_version: int, startup: str | None) -> None:
+    """Refuse spawn options the swtpm executable does not list."""
+    info = binary_features(exe)
+    features = set(info.get("features", ()))
+    needed = {"tpm-2.0" if tpm_version == 2 else "tpm-1.2": f"TPM {'2.0' if tpm_version == 2 else '1.2'}"}
+    if startup is not None:
+        needed["flags-opt-startup"] = f"startup={startup!r} (--flags startup-{startup})"
+    missing = [f"{what} needs feature {name!r}" for name, what in needed.items() if name not in features]
+    if missing:
+        raise BackendError(
+            f"{exe} (swtpm {info.get('version', 'of unknown version')}) cannot do this: "
+            + "; ".join(missing)
+            + f". It lists: {', '.join(sorted(features)) or 'nothing'}"
+        )
+
+
+_Endpoint = tuple[int, Any]  # (address family, address)
+
+
+def _endpoint(
+    path: str | os.PathLike[str] | None, address: tuple[str, int] | None, name: str
+) -> _Endpoint | None:
+    if path is not None:
+        return (socket.AF_UNIX, os.fspath(path))
+    if address is None:
+        return None
+    try:
+        host, port = address
+        ip = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be (loopback IP, port), got {address!r}") from None
+    if not ip.is_loopback:
+        raise ConfigurationError(
+            f"{name} {host!r} is not a loopback address; swtpm's channels are unauthenticated, "
+            "so tpmdev only connects to 127.0.0.1 / ::1"
+        )
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigurationError(f"{name} port must be 1..65535, got {port!r}")
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    return (family, (str(ip), port))
+
+
+def _connect(end: _Endpoint, deadline: float, what: str) -> socket.socket:
+    family, address = end
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+        sock.connect(address)
+    except OSError as exc:
+        sock.close()
+        hint = "--ctrl" if what == "control" else "--server"
+        raise BackendError(
+            f"cannot connect to the swtpm {what} socket {address!r} ({exc.strerror or exc}); "
+            f"is swtpm running with {hint} for it?"
+        ) from None
+    if family != socket.AF_UNIX:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _free_loopback_port() -> int:
+    # A short race with other programs picking the same port; swtpm then
+    # exits with "Address already in use", which spawn reports.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_connect(
+    res: _Resources, end: _Endpoint, deadline: float, what: str, timeout: float
+) -> socket.socket:
+    """Connect to a socket of the swtpm just started, retrying until it listens."""
     proc = res.process
     assert proc is not None
-    deadline = time.monotonic() + timeout
+    family, address = end
     delay = 0.002
     while True:
         status = proc.poll()
@@ -662,21 +1023,16 @@ def _wait_for_control_socket(res: _Resources, path: str, timeout: float) -> sock
                 output = res.output.read(4000)
             text = output.decode(errors="replace").strip()
             raise BackendError(
-                f"swtpm exited with status {status} before its control socket appeared"
+                f"swtpm exited with status {status} before its {what} socket appeared"
                 + (f": {text}" if text else "")
             )
-        if os.path.exists(path):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if family != socket.AF_UNIX or os.path.exists(address):
             try:
-                sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-                sock.connect(path)
-                return sock
-            except (ConnectionRefusedError, FileNotFoundError):
-                sock.close()
-            except OSError as exc:
-                sock.close()
-                raise BackendError(f"cannot connect to swtpm's control socket {path!r} ({exc})") from None
+                return _connect(end, deadline, what)
+            except BackendError:
+                if time.monotonic() >= deadline:
+                    raise
         if time.monotonic() >= deadline:
-            raise BackendError(f"swtpm did not open its control socket {path!r} within {timeout} s")
+            raise BackendError(f"swtpm did not open its {what} socket {address!r} within {timeout} s")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)

@@ -4,7 +4,21 @@ Works with nothing but the package's own dependencies. It speaks the real
 wire formats -- TPM 2.0 (TCG TPM 2.0 Library rev. 1.59, Parts 2 and 3) or a
 TPM 1.2 subset (TPM Main 1.2 rev. 116) -- for the commands firmware, QEMU's
 version probe and an OS boot use, and answers everything else with the error
-a TPM gives.
+a TPM gives (TPM_RC_COMMAND_CODE / TPM_BAD_ORDINAL).
+
+TPM 2.0 commands (details in :mod:`._tpm2`): Startup, Shutdown, SelfTest,
+IncrementalSelfTest, GetTestResult, GetRandom, StirRandom, GetCapability,
+ReadClock, PCR_Read, PCR_Extend, PCR_Event, PCR_Reset, PCR_Allocate, Hash,
+HashSequenceStart, SequenceUpdate, SequenceComplete, EventSequenceComplete,
+FlushContext, ReadPublic (no keys: only sequence objects exist),
+HierarchyChangeAuth, NV_DefineSpace, NV_UndefineSpace, NV_ReadPublic,
+NV_Write, NV_Read, NV_Increment, NV_Extend, NV_SetBits, NV_WriteLock,
+NV_ReadLock. Authorization is by password session only (TPM_RS_PW); HMAC and
+policy sessions, keys and persistent objects are out of scope.
+
+TPM 1.2 commands (:mod:`._tpm12`): TPM_Startup, TPM_PcrRead, TPM_Extend,
+TPM_GetRandom, TPM_GetCapability (a subset), TPM_ContinueSelfTest,
+TPM_GetTicks.
 
 Theory of operation
 -------------------
@@ -24,8 +38,15 @@ TPM(2)_Startup before anything else, and the TPM answers TPM_RC_INITIALIZE
 (TPM 1.2: TPM_INVALID_POSTINIT) until it does.
 
 State: everything a TPM remembers lives in one dataclass per engine
-(``Tpm2State`` / ``Tpm12State``: PCR banks, counters, saved state, clock),
-plain Python values only, so a later ``get_state()/set_state()`` is a copy.
+(``Tpm2State`` / ``Tpm12State``: PCR banks and allocation, NV indices,
+hierarchy proofs and authValues, sequence objects, dictionary-attack
+counters, saved state, clock), plain Python values only.
+:meth:`Builtin.get_state` turns it into swtpm's three blobs (``permanent``,
+``volatile``, ``savestate``) in our own versioned, integrity-checked format
+(:mod:`._state`), and :meth:`Builtin.set_state` loads them into another
+Builtin of the same TPM family, which then carries on as if it had never
+stopped -- like swtpm after SET_STATEBLOB and INIT. A bad blob raises
+:class:`tpmdev.StateError` and changes nothing.
 
 Determinism: ``Builtin(seed=...)`` makes random bytes and secrets come from a
 seeded DRBG and time from a virtual clock that advances one millisecond each
@@ -38,8 +59,9 @@ Localities: ``execute(command, locality)`` runs the command at *locality*
 as ``00..03``). A locality above 4 gets TPM_RC_LOCALITY / TPM_BAD_LOCALITY.
 
 Digests and MACs come from ``cryptography`` (:mod:`._crypto`), for SHA-1,
-SHA-256, SHA-384 and SHA-512. PCR banks
-SHA-1 and SHA-256 are allocated by default (``pcr_banks=`` chooses others).
+SHA-256, SHA-384 and SHA-512. PCR banks SHA-1 and SHA-256 are allocated by
+default (``pcr_banks=`` chooses others; the guest may change the allocation
+with TPM2_PCR_Allocate, which takes effect at the next power-on).
 
 Threads: :meth:`execute` may run on a worker while :meth:`cancel` is called
 from another thread. Commands here finish in microseconds, so cancel only
@@ -54,7 +76,7 @@ from collections.abc import Iterable
 from typing import Callable
 
 from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
-from tpmdev.backends.builtin import _constants
+from tpmdev.backends.builtin import _constants, _state
 from tpmdev.backends.builtin._rng import Rng
 from tpmdev.backends.builtin._tpm2 import DEFAULT_BANKS, Tpm2
 from tpmdev.backends.builtin._tpm12 import Tpm12
@@ -141,6 +163,39 @@ class Builtin(Backend):
 
     def get_buffer_size(self) -> int:
         return DEFAULT_BUFFER_SIZE
+
+    # -- state save/restore ---------------------------------------------------
+    def _virtual_ms(self) -> int | None:
+        return self._clock.ms if isinstance(self._clock, _VirtualClock) else None
+
+    def _now_after_restore(self, virtual_ms: int | None) -> int:
+        if isinstance(self._clock, _VirtualClock):
+            return self._clock.ms if virtual_ms is None else virtual_ms
+        return self._clock()
+
+    def get_state(self) -> dict[str, bytes]:
+        """The TPM's state as ``permanent`` / ``volatile`` / ``savestate`` blobs
+        (format and contents: :mod:`tpmdev.backends.builtin._state`)."""
+        self._check_open()
+        dump = _state.tpm2_dump if isinstance(self._engine, Tpm2) else _state.tpm12_dump
+        return dump(self._engine, self._rng.get_key(), self._virtual_ms)
+
+    def set_state(self, state: dict[str, bytes]) -> None:
+        """Load blobs from :meth:`get_state` of a Builtin of the same TPM family.
+
+        The TPM then continues as if it had never stopped (no new Startup is
+        needed), like swtpm after SET_STATEBLOB and INIT; with an empty
+        ``volatile`` blob it is a TPM that lost power and waits for Startup.
+        Bad blobs raise :class:`tpmdev.StateError` and change nothing.
+        """
+        self._check_open()
+        load = _state.tpm2_load if isinstance(self._engine, Tpm2) else _state.tpm12_load
+        drbg, virtual_ms = load(self._engine, state, self._now_after_restore)
+        if self._rng.deterministic and drbg is not None:
+            self._rng.set_key(drbg)
+        if isinstance(self._clock, _VirtualClock) and virtual_ms is not None:
+            self._clock.ms = virtual_ms
+        self._cancelled = False
 
     def close(self) -> None:
         self._closed = True
