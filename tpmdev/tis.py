@@ -35,7 +35,7 @@ from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BUFFER_MAX, TIS_REGION_SIZE
-from tpmdev.wire import FATAL_RESPONSE, is_selftest_done
+from tpmdev.wire import FATAL_RESPONSE, TPM_ORD_CONTINUE_SELF_TEST, is_selftest_done
 
 __all__ = ["TIS"]
 
@@ -47,6 +47,8 @@ _REQUEST_RESET_ESTABLISHED = _hw_tis.REQUEST_RESET_ESTABLISHED
 _REQUEST_ESTABLISHED = _hw_tis.REQUEST_ESTABLISHED
 
 IrqCallback = Callable[[int], object]
+
+_CONTINUE_SELF_TEST = TPM_ORD_CONTINUE_SELF_TEST.to_bytes(4, "big")
 
 
 class TIS:
@@ -80,6 +82,8 @@ class TIS:
 
     read: Callable[..., int]
     write: Callable[..., None]
+    read_many: Callable[..., bytes]
+    write_many: Callable[..., None]
 
     def __init__(
         self,
@@ -122,6 +126,8 @@ class TIS:
         # The hot path: the compiled methods themselves, bound on the instance.
         self.read = self.core.read
         self.write = self.core.write
+        self.read_many = self.core.read_many
+        self.write_many = self.core.write_many
         self.mmio = self.core.mmio
         self.reset()
 
@@ -287,7 +293,8 @@ class TIS:
         except Exception as exc:  # noqa: BLE001 - guest gets TPM_FAIL, the host the error
             self._report(exc)
             return FATAL_RESPONSE, False
-        return response, is_selftest_done(command, response)
+        # only a TPM 1.2 ContinueSelfTest can set selfTestDone: look no further otherwise
+        return response, command[6:10] == _CONTINUE_SELF_TEST and is_selftest_done(command, response)
 
     def _report(self, exc: Exception) -> None:
         error = exc if isinstance(exc, BackendError) else BackendError(f"backend raised {exc!r}")

@@ -731,3 +731,49 @@ def test_every_byte_value_everywhere_is_handled(h: Harness) -> None:
             if off + size <= 0x5000:
                 h.core.read(off, size)
                 h.core.write(off, (0xA5A5A5A5 ^ off) & ((1 << (8 * size)) - 1), size)
+
+
+# ---------------------------------------------------------------------------
+# Repeated accesses: write_many / read_many are that many single accesses
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 2, 4])
+@pytest.mark.parametrize(
+    "offset", [R.TPM_DATA_FIFO, R.TPM_DATA_FIFO + 1, R.TPM_XDATA_FIFO, R.TPM_STS, 0x1024]
+)
+def test_many_equals_single_accesses(core_class: type, size: int, offset: int) -> None:
+    many, single = Harness(core_class), Harness(core_class)
+    data = bytes.fromhex("8001 0000001c 0000017b 0010") + bytes(range(16))
+    data = data[: len(data) // size * size]
+    for h in (many, single):
+        h.request_use(0)
+        h.ready(0)
+    many.core.write_many(offset, data, size)
+    for i in range(0, len(data), size):
+        single.w(offset, int.from_bytes(data[i : i + size], "little"), size)
+    assert bytes(many.core.mmio) == bytes(single.core.mmio)
+    assert bytes(many.core.buffer) == bytes(single.core.buffer)
+    assert many.commands == single.commands
+    got = many.core.read_many(offset, 12, size)
+    want = b"".join(single.r(offset, size).to_bytes(size, "little") for _ in range(12))
+    assert got == want and many.irq_levels == single.irq_levels
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        ("write_many", (0x24, [1, 2])),
+        ("write_many", (0x24, b"\x01\x02\x03", 2)),
+        ("write_many", (0x5000, b"\x01")),
+        ("write_many", (0x24, b"\x01", 3)),
+        ("read_many", (0x24, -1)),
+        ("read_many", (0x24, 1, 8)),
+        ("read_many", ("0x24", 1)),
+    ],
+    ids=repr,
+)
+def test_many_host_misuse(h: Harness, call: tuple[str, tuple[Any, ...]]) -> None:
+    name, args = call
+    with pytest.raises(AccessError):
+        getattr(h.core, name)(*args)

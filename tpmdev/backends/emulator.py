@@ -93,6 +93,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import tempfile
 import threading
@@ -125,14 +126,12 @@ from tpmdev.backends.swtpm import (
     StateBlob,
     binary_features,
     capability_names,
-    recv_exactly,
 )
 from tpmdev.errors import BackendError, ConfigurationError
 from tpmdev.wire import (
     HEADER_SIZE,
     TPM2_READCLOCK_PROBE,
     TPM12_GETTICKS_PROBE,
-    header_size,
     version_from_probe,
 )
 
@@ -340,6 +339,7 @@ class Emulator(Backend):
             if not own_data:
                 self._connect_data_channel()
             self._version = self._probe_version()
+            self._arm_data_channel()
             self._caps = self._control.get_capability()
             required = REQUIRED_CAPS_TPM2 if self._version == 2 else REQUIRED_CAPS_TPM12
             missing = required & ~self._caps
@@ -363,6 +363,80 @@ class Emulator(Backend):
             # swtpm holds its own copy now; ours must go, or a dead swtpm
             # would never show as end of stream.
             theirs.close()
+
+    def _arm_data_channel(self) -> None:
+        """Put the data socket in blocking mode with kernel send/receive timeouts.
+
+        Every send and receive is then one system call bounded by ``timeout``
+        (SO_SNDTIMEO / SO_RCVTIMEO), with no poll and no mode switch per
+        command: the command path costs what a bare socket exchange costs.
+        """
+        sock = self._res.data
+        assert sock is not None
+        sock.settimeout(None)
+        seconds = int(self.timeout)
+        timeval = struct.pack("@ll", seconds, int((self.timeout - seconds) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self._rbuf = bytearray(MAX_RESPONSE_SIZE + 1)
+        self._rview = memoryview(self._rbuf)
+
+    def _exchange(self, cmd: bytes) -> bytes:
+        """Send one command and receive its whole response (data lock held).
+
+        Normally one send and one receive. The response is read into a
+        buffer one byte larger than the largest valid response, so bytes
+        beyond the announced size are seen and refused (they would be taken
+        for the next response) rather than left in the socket.
+        """
+        sock = self._res.data
+        assert sock is not None
+        view = self._rview
+        deadline = 0.0  # set on the first partial read only (the slow path)
+        got = 0
+        size = 0
+        try:
+            sock.sendall(cmd)
+            n = sock.recv_into(view)
+            while True:
+                if n == 0:
+                    if size == 0:
+                        came = f"after {got} of {HEADER_SIZE} bytes"
+                        what = "response header"
+                    else:
+                        came = f"after {got - HEADER_SIZE} of {size - HEADER_SIZE} bytes"
+                        what = "response"
+                    raise BackendError(f"swtpm closed the connection while sending its {what} {came}")
+                got += n
+                if size == 0 and got >= HEADER_SIZE:
+                    size = int.from_bytes(view[2:6], "big")
+                    if size < HEADER_SIZE or size > MAX_RESPONSE_SIZE:
+                        header = bytes(view[:HEADER_SIZE]).hex()
+                        raise BackendError(
+                            f"swtpm sent a response header announcing {size} bytes "
+                            f"(valid: {HEADER_SIZE}..{MAX_RESPONSE_SIZE}); header {header}"
+                        )
+                if size and got >= size:
+                    break
+                # a response in pieces: bound the whole, not just each piece
+                if deadline == 0.0:
+                    deadline = time.monotonic() + self.timeout
+                elif time.monotonic() > deadline:
+                    raise socket.timeout
+                n = sock.recv_into(view[got:])
+        except (socket.timeout, BlockingIOError):
+            if size == 0:
+                came = f" ({got} of {HEADER_SIZE} bytes came)" if got else ""
+                raise BackendError(
+                    f"no complete response header from swtpm within {self.timeout} s{came}"
+                ) from None
+            came = f" ({got - HEADER_SIZE} of {size - HEADER_SIZE} bytes came)"
+            raise BackendError(f"no complete response from swtpm within {self.timeout} s{came}") from None
+        except OSError as exc:
+            raise BackendError(f"cannot exchange the command with swtpm ({exc.strerror or exc})") from None
+        if got > size:
+            raise BackendError(f"swtpm sent {got - size} unexpected bytes after a {size}-byte response")
+        return bytes(view[:size])
 
     def _probe_version(self) -> int:
         """Tell the family as QEMU does: ReadClock, then GetTicks."""
@@ -613,53 +687,38 @@ class Emulator(Backend):
         Raises :class:`tpmdev.BackendError` if it cannot run (see the module
         documentation), :class:`tpmdev.StateError` after :meth:`close`.
         """
-        self._check_open()
-        cmd = bytes(command)
-        if not isinstance(locality, int) or not 0 <= locality <= 0xFF:
-            raise ValueError(f"locality must be an int 0..255, got {locality!r}")
-        if len(cmd) < HEADER_SIZE:
+        # The hot path: cheap checks first, the rare cases behind them.
+        cmd = command if type(command) is bytes else bytes(command)
+        if type(locality) is not int or not 0 <= locality <= 0xFF:
+            if not isinstance(locality, int) or not 0 <= locality <= 0xFF:
+                raise ValueError(f"locality must be an int 0..255, got {locality!r}")
+        n = len(cmd)
+        if n < HEADER_SIZE:
+            self._check_open()
             raise BackendError(
-                f"TPM command of {len(cmd)} bytes is shorter than a header; not sent "
+                f"TPM command of {n} bytes is shorter than a header; not sent "
                 "(swtpm would wait for more bytes)"
             )
         with self._data_lock:
-            self._check_open()
-            self._check_usable()
+            if self._closed:
+                self._check_open()
+            if self._failure is not None or self._control.broken is not None:
+                self._check_usable()
             if not self._started:
                 self._implicit_startup()
             limit = self._buffer_size or DEFAULT_BUFFER_SIZE
-            if len(cmd) > limit:
-                raise BackendError(
-                    f"TPM command of {len(cmd)} bytes exceeds the buffer size {limit}; not sent"
-                )
+            if n > limit:
+                raise BackendError(f"TPM command of {n} bytes exceeds the buffer size {limit}; not sent")
             if locality != self._locality:
                 self._control_call(self._control.set_locality, locality)
                 self._locality = locality
-            sock = self._res.data
-            assert sock is not None
-            deadline = time.monotonic() + self.timeout
             try:
-                try:
-                    sock.settimeout(self.timeout)
-                    sock.sendall(cmd)
-                except (socket.timeout, BlockingIOError):
-                    raise BackendError(f"swtpm did not take the command within {self.timeout} s") from None
-                except OSError as exc:
-                    raise BackendError(f"cannot send the command to swtpm ({exc.strerror or exc})") from None
-                header = recv_exactly(sock, HEADER_SIZE, deadline, self.timeout, "response header")
-                size = header_size(header)
-                if size < HEADER_SIZE or size > MAX_RESPONSE_SIZE:
-                    raise BackendError(
-                        f"swtpm sent a response header announcing {size} bytes "
-                        f"(valid: {HEADER_SIZE}..{MAX_RESPONSE_SIZE}); header {header.hex()}"
-                    )
-                body = recv_exactly(sock, size - HEADER_SIZE, deadline, self.timeout, "response")
+                return self._exchange(cmd)
             except BackendError as exc:
                 if self._closed:
                     raise BackendError("the backend was closed while a command was running") from None
                 self._fail(str(exc))
                 raise
-            return header + body
 
     def cancel(self) -> None:
         """CMD_CANCEL_TPM_CMD, if swtpm can; callable while execute() waits.

@@ -250,6 +250,80 @@ class TisCore:
         else:
             self._write(off, val, sz)
 
+    # -- repeated accesses to one register (string I/O, DMA-like bursts) --
+    def write_many(self, offset: object, data: object, size: object = 1) -> None:
+        """Write *data* to the register at *offset* as ``len(data) // size``
+        successive *size*-byte writes (little-endian chunks), exactly as that
+        many :meth:`write` calls would, in one call. For bursts into the
+        FIFO: ``write_many(0x24, command)`` is a driver's byte loop.
+        """
+        off: cython.Py_ssize_t
+        sz: cython.Py_ssize_t
+        i: cython.Py_ssize_t
+        k: cython.Py_ssize_t
+        n: cython.Py_ssize_t
+        j: cython.Py_ssize_t
+        value: cython.uint
+        raw: bytes
+        if not isinstance(offset, int) or not isinstance(size, int):
+            raise AccessError(_bad_type("write", offset, size))
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AccessError(f"TIS write_many: data must be bytes-like, got {type(data).__name__}")
+        try:
+            off = offset
+            sz = size
+        except OverflowError:
+            raise AccessError(_bad_range("write", offset, size)) from None
+        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
+            raise AccessError(_bad_range("write", offset, size))
+        raw = bytes(data)
+        n = len(raw)
+        if n % sz:
+            raise AccessError(f"TIS write_many: {n} bytes of data are not a whole number of {sz}-byte writes")
+        for k in range(n // sz):  # (a constant step keeps the compiled loop in C)
+            i = k * sz
+            value = 0
+            for j in range(sz - 1, -1, -1):
+                value = (value << 8) | raw[i + j]
+            if self._posted is not None:
+                self.poll()
+            if off & (sz - 1):
+                self._write_split(off, value, sz)
+            else:
+                self._write(off, value, sz)
+
+    def read_many(self, offset: object, count: object, size: object = 1) -> bytes:
+        """*count* successive *size*-byte reads of the register at *offset*,
+        exactly as that many :meth:`read` calls would, returned as bytes
+        (each value little-endian). ``read_many(0x24, n)`` drains a response.
+        """
+        off: cython.Py_ssize_t
+        sz: cython.Py_ssize_t
+        cnt: cython.Py_ssize_t
+        i: cython.Py_ssize_t
+        j: cython.Py_ssize_t
+        value: cython.uint
+        if not isinstance(offset, int) or not isinstance(size, int) or not isinstance(count, int):
+            raise AccessError(_bad_type("read", offset, size))
+        try:
+            off = offset
+            sz = size
+            cnt = count
+        except OverflowError:
+            raise AccessError(_bad_range("read", offset, size)) from None
+        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
+            raise AccessError(_bad_range("read", offset, size))
+        if cnt < 0 or cnt > 0x1000000:
+            raise AccessError(f"TIS read_many: count {count!r} must be 0 .. 0x1000000")
+        out = bytearray(cnt * sz)
+        for i in range(cnt):
+            if self._posted is not None:
+                self.poll()
+            value = self._read_split(off, sz) if off & (sz - 1) else self._read(off, sz)
+            for j in range(sz):
+                out[i * sz + j] = (value >> (8 * j)) & 0xFF
+        return bytes(out)
+
     # -- splitting of unaligned accesses, as QEMU's memory core does it --
     def _read_split(self, off: cython.Py_ssize_t, size: cython.int) -> cython.uint:
         result: cython.uint = 0
