@@ -23,8 +23,8 @@ def run_demo(*args: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("--backend", "swtpm")],
-    ids=["builtin", "swtpm"],
+    [(), ("--backend", "swtpm"), ("--backend", "libtpms")],
+    ids=["builtin", "swtpm", "libtpms"],
 )
 def test_demo_tpm2(args: tuple[str, ...]) -> None:
     out = run_demo(*args)
@@ -34,7 +34,7 @@ def test_demo_tpm2(args: tuple[str, ...]) -> None:
     assert "read  TPM_STS" in out and "write TPM_DATA_FIFO" in out
 
 
-@pytest.mark.parametrize("backend", ["builtin", "swtpm"])
+@pytest.mark.parametrize("backend", ["builtin", "swtpm", "libtpms"])
 def test_demo_tpm12(backend: str) -> None:
     out = run_demo("--backend", backend, "--tpm", "1.2")
     assert out.count("rc=0x0 (success)") == 4
@@ -47,3 +47,13 @@ def test_no_command_prints_help() -> None:
         [sys.executable, "-m", "tpmdev"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2 and "demo" in result.stdout
+
+
+def test_bad_backend_is_a_clear_error() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tpmdev", "demo", "--backend", "qemu"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "unknown backend spec" in result.stderr

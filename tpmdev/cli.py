@@ -12,7 +12,6 @@ import argparse
 import collections
 import hashlib
 import sys
-import tempfile
 import time
 from typing import Optional
 from collections.abc import Sequence
@@ -36,12 +35,10 @@ def _reg_name(offset: int) -> str:
     return _REG_NAMES.get(slot, f"reg {slot:#05x}")
 
 
-def _open_backend(kind: str, version: int, stack: list[object]) -> Backend:
-    if kind == "builtin":
-        return tpmdev.backends.Builtin(tpm_version=version)
-    state = tempfile.TemporaryDirectory(prefix="tpmdev-demo-")
-    stack.append(state)
-    return tpmdev.backends.Emulator.spawn(state.name, tpm_version=version)
+def _open_backend(spec: str, version: int) -> Backend:
+    if ":" not in spec and spec != "passthrough":
+        spec = f"{spec}:{'2.0' if version == 2 else '1.2'}"
+    return tpmdev.backends.open(spec)
 
 
 def _demo_commands(version: int) -> list[tuple[str, bytes]]:
@@ -80,41 +77,36 @@ def _describe(label: str, response: bytes, version: int) -> str:
 
 def demo(backend_kind: str, version: int, out: object) -> int:
     write = out.write  # type: ignore[attr-defined]
-    stack: list[object] = []
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def trace(op: str, offset: int, size: int, value: int) -> None:
         counts[(op, _reg_name(offset))] += 1
 
     start = time.perf_counter()
-    backend = _open_backend(backend_kind, version, stack)
-    try:
-        with tpmdev.TIS(backend) as dev:
-            write(
-                f"tpmdev {tpmdev.__version__}: TIS at {TIS_BASE_ADDRESS:#x} on the {backend_kind} backend, "
-                f"TPM {'2.0' if dev.tpm_version == 2 else '1.2'}, "
-                f"{'compiled' if tpmdev.USE_EXTENSIONS else 'pure-Python'} register model\n"
-            )
-            write(
-                f"  reset: ACCESS={dev.read(0x000, 1):#04x} STS={dev.read(0x018):#010x} "
-                f"INTF_CAPABILITY={dev.read(0x014):#010x} INTERFACE_ID={dev.read(0x030):#010x} "
-                f"DID_VID={dev.read(0xF00):#010x}\n"
-            )
-            driver = TisDriver(dev, locality=0, trace=trace)
-            for label, command in _demo_commands(version):
-                before = sum(counts.values())
-                t0 = time.perf_counter()
-                response = driver.transmit(command)
-                elapsed = (time.perf_counter() - t0) * 1e6
-                accesses = sum(counts.values()) - before
-                write(f"\n> {label}\n")
-                write(f"    command  {len(command):4d} bytes  {command.hex()}\n")
-                write(f"    response {len(response):4d} bytes  {response.hex()}\n")
-                write(f"    {_describe(label, response, version)}\n")
-                write(f"    {accesses} register accesses, {elapsed:.0f} us\n")
-    finally:
-        for item in reversed(stack):
-            item.cleanup()  # type: ignore[attr-defined]
+    backend = _open_backend(backend_kind, version)
+    with tpmdev.TIS(backend) as dev:
+        write(
+            f"tpmdev {tpmdev.__version__}: TIS at {TIS_BASE_ADDRESS:#x} "
+            f"on {type(backend).__name__} ({backend_kind}), TPM {'2.0' if dev.tpm_version == 2 else '1.2'}, "
+            f"{'compiled' if tpmdev.USE_EXTENSIONS else 'pure-Python'} register model\n"
+        )
+        write(
+            f"  reset: ACCESS={dev.read(0x000, 1):#04x} STS={dev.read(0x018):#010x} "
+            f"INTF_CAPABILITY={dev.read(0x014):#010x} INTERFACE_ID={dev.read(0x030):#010x} "
+            f"DID_VID={dev.read(0xF00):#010x}\n"
+        )
+        driver = TisDriver(dev, locality=0, trace=trace)
+        for label, command in _demo_commands(version):
+            before = sum(counts.values())
+            t0 = time.perf_counter()
+            response = driver.transmit(command)
+            elapsed = (time.perf_counter() - t0) * 1e6
+            accesses = sum(counts.values()) - before
+            write(f"\n> {label}\n")
+            write(f"    command  {len(command):4d} bytes  {command.hex()}\n")
+            write(f"    response {len(response):4d} bytes  {response.hex()}\n")
+            write(f"    {_describe(label, response, version)}\n")
+            write(f"    {accesses} register accesses, {elapsed:.0f} us\n")
     total = (time.perf_counter() - start) * 1e3
     write("\nregisters touched:\n")
     for (op, name), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -129,9 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_demo = sub.add_parser("demo", help="drive a TIS device as firmware would and show what happens")
     p_demo.add_argument(
         "--backend",
-        choices=["builtin", "swtpm"],
         default="builtin",
-        help="who runs the TPM commands (default: the built-in software TPM)",
+        help="who runs the TPM commands: builtin (default), libtpms, swtpm, swtpm:CTRL_SOCKET, "
+        "passthrough[:/dev/tpmN] (as tpmdev.backends.open takes them)",
     )
     p_demo.add_argument("--tpm", choices=["2.0", "2", "1.2"], default="2.0", help="TPM version (default 2.0)")
     args = parser.parse_args(argv)
