@@ -28,14 +28,26 @@ def _pure_tis_class() -> type[tpmdev.TIS]:
     return PureTIS
 
 
-@pytest.fixture(params=["c", "py"])
-def impl(request: pytest.FixtureRequest) -> str:
-    """The variant under test: 'c' (compiled) or 'py' (pure Python)."""
-    if request.param == "c" and not tpmdev.hw.is_compiled(tpmdev.hw.tis):
+def _require_compiled() -> None:
+    if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
         if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
             pytest.fail("compiled register models are missing")
         pytest.skip("compiled register models are not built")
+
+
+@pytest.fixture(params=["c", "py"])
+def impl(request: pytest.FixtureRequest) -> str:
+    """The variant under test: 'c' (compiled) or 'py' (pure Python)."""
+    if request.param == "c":
+        _require_compiled()
     return str(request.param)
+
+
+@pytest.fixture
+def compiled_core_class() -> type:
+    """The compiled ``TisCore``, for tests that need both variants at once."""
+    _require_compiled()
+    return tpmdev.hw.tis.TisCore
 
 
 @pytest.fixture
@@ -50,5 +62,6 @@ def tis_class(impl: str) -> type[tpmdev.TIS]:
 def core_class(impl: str) -> type:
     """``TisCore`` (the sans-IO register model) of the variant chosen by ``impl``."""
     if impl == "c":
-        return tpmdev.hw.tis.TisCore  # type: ignore[no-any-return]
-    return tpmdev.hw.pure("tis").TisCore  # type: ignore[no-any-return]
+        return tpmdev.hw.tis.TisCore
+    core: type = tpmdev.hw.pure("tis").TisCore
+    return core

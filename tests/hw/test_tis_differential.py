@@ -9,14 +9,11 @@ register image. None of it may raise.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tpmdev.hw
-import tpmdev.hw.tis
 from tpmdev.hw.tis import REQUEST_COMMAND, REQUEST_ESTABLISHED
 
 RESPONSES = [
@@ -77,19 +74,13 @@ class Driver:
             self.core.reset(value, 4096)
 
 
-def _compiled_core() -> type:
-    if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
-        if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
-            pytest.fail("compiled register models are missing")
-        pytest.skip("compiled register models are not built")
-    return tpmdev.hw.tis.TisCore  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("hold", [False, True], ids=["sync", "held"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=ops)
-def test_compiled_and_pure_agree(hold: bool, sequence: list[tuple[str, int, int, int]]) -> None:
-    c = Driver(_compiled_core(), hold)
+def test_compiled_and_pure_agree(
+    compiled_core_class: type, hold: bool, sequence: list[tuple[str, int, int, int]]
+) -> None:
+    c = Driver(compiled_core_class, hold)
     py = Driver(tpmdev.hw.pure("tis").TisCore, hold)
     for step, op in enumerate(sequence):
         c.run(op)

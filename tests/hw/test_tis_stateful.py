@@ -10,15 +10,10 @@ IRQ callback called only on changes.
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import tpmdev.hw
-import tpmdev.hw.tis
 from tpmdev.hw import regs as R
 from tpmdev.hw.tis import REQUEST_COMMAND, REQUEST_ESTABLISHED
 
@@ -126,20 +121,9 @@ class TisMachine(RuleBasedStateMachine):
         assert self.core.irq_level == (self.levels[-1] if self.levels else 0)
 
 
-def _compiled() -> type:
-    if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
-        if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
-            pytest.fail("compiled register models are missing")
-        pytest.skip("compiled register models are not built")
-    return tpmdev.hw.tis.TisCore  # type: ignore[no-any-return]
-
-
-@pytest.mark.parametrize("impl", ["c", "py"])
-def test_invariants(impl: str) -> None:
-    machine = type(
-        f"TisMachine_{impl}",
-        (TisMachine,),
-        {"core_class": _compiled() if impl == "c" else tpmdev.hw.pure("tis").TisCore},
+def test_invariants(core_class: type) -> None:
+    machine: type[TisMachine] = type(
+        f"TisMachine_{core_class.__module__}", (TisMachine,), {"core_class": core_class}
     )
     machine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
     machine.TestCase("runTest").runTest()

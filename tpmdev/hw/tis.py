@@ -206,17 +206,8 @@ class TisCore:
     # ------------------------------------------------------------------
     def read(self, offset: object, size: object = 4) -> int:
         """Read *size* (1, 2 or 4) bytes at *offset* (0 .. 0x4FFF)."""
-        off: cython.Py_ssize_t
-        sz: cython.Py_ssize_t
-        if not isinstance(offset, int) or not isinstance(size, int):
-            raise AccessError(_bad_type("read", offset, size))
-        try:
-            off = offset
-            sz = size
-        except OverflowError:
-            raise AccessError(_bad_range("read", offset, size)) from None
-        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
-            raise AccessError(_bad_range("read", offset, size))
+        off: cython.Py_ssize_t = _check_access("read", offset, size)
+        sz: cython.int = size
         if self._posted is not None:
             self.poll()
         if off & (sz - 1):
@@ -225,22 +216,15 @@ class TisCore:
 
     def write(self, offset: object, value: object, size: object = 4) -> None:
         """Write the low *size* (1, 2 or 4) bytes of *value* at *offset*."""
-        off: cython.Py_ssize_t
-        sz: cython.Py_ssize_t
+        off: cython.Py_ssize_t = _check_access("write", offset, size)
+        sz: cython.int = size
         val: cython.longlong
-        if not isinstance(offset, int) or not isinstance(size, int) or not isinstance(value, int):
+        if not isinstance(value, int):
             raise AccessError(_bad_type("write", offset, size, value))
-        try:
-            off = offset
-            sz = size
-        except OverflowError:
-            raise AccessError(_bad_range("write", offset, size)) from None
         try:
             val = value
         except OverflowError:
             raise AccessError(_bad_value(size, value)) from None
-        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
-            raise AccessError(_bad_range("write", offset, size))
         if val < 0 or (val >> (8 * sz)) != 0:
             raise AccessError(_bad_value(size, value))
         if self._posted is not None:
@@ -257,25 +241,16 @@ class TisCore:
         many :meth:`write` calls would, in one call. For bursts into the
         FIFO: ``write_many(0x24, command)`` is a driver's byte loop.
         """
-        off: cython.Py_ssize_t
-        sz: cython.Py_ssize_t
+        off: cython.Py_ssize_t = _check_access("write", offset, size)
+        sz: cython.int = size
         i: cython.Py_ssize_t
         k: cython.Py_ssize_t
         n: cython.Py_ssize_t
         j: cython.Py_ssize_t
         value: cython.uint
         raw: bytes
-        if not isinstance(offset, int) or not isinstance(size, int):
-            raise AccessError(_bad_type("write", offset, size))
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise AccessError(f"TIS write_many: data must be bytes-like, got {type(data).__name__}")
-        try:
-            off = offset
-            sz = size
-        except OverflowError:
-            raise AccessError(_bad_range("write", offset, size)) from None
-        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
-            raise AccessError(_bad_range("write", offset, size))
         raw = bytes(data)
         n = len(raw)
         if n % sz:
@@ -297,24 +272,15 @@ class TisCore:
         exactly as that many :meth:`read` calls would, returned as bytes
         (each value little-endian). ``read_many(0x24, n)`` drains a response.
         """
-        off: cython.Py_ssize_t
-        sz: cython.Py_ssize_t
+        off: cython.Py_ssize_t = _check_access("read", offset, size)
+        sz: cython.int = size
         cnt: cython.Py_ssize_t
         i: cython.Py_ssize_t
         j: cython.Py_ssize_t
         value: cython.uint
-        if not isinstance(offset, int) or not isinstance(size, int) or not isinstance(count, int):
-            raise AccessError(_bad_type("read", offset, size))
-        try:
-            off = offset
-            sz = size
-            cnt = count
-        except OverflowError:
-            raise AccessError(_bad_range("read", offset, size)) from None
-        if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
-            raise AccessError(_bad_range("read", offset, size))
-        if cnt < 0 or cnt > 0x1000000:
-            raise AccessError(f"TIS read_many: count {count!r} must be 0 .. 0x1000000")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 0x1000000:
+            raise AccessError(f"TIS read_many: count {count!r} must be an int 0 .. 0x1000000")
+        cnt = count
         out = bytearray(cnt * sz)
         for i in range(cnt):
             if self._posted is not None:
@@ -814,6 +780,23 @@ class TisCore:
     def buffer(self) -> bytearray:
         """The shared command/response buffer (4096 bytes, live)."""
         return self._buffer
+
+
+def _check_access(op: str, offset: object, size: object) -> cython.Py_ssize_t:
+    """The entry points' one check: *offset* and *size* are ints, *size* is 1,
+    2 or 4 and the access lies in the region. Returns the offset."""
+    off: cython.Py_ssize_t
+    sz: cython.Py_ssize_t
+    if not isinstance(offset, int) or not isinstance(size, int):
+        raise AccessError(_bad_type(op, offset, size))
+    try:
+        off = offset
+        sz = size
+    except OverflowError:
+        raise AccessError(_bad_range(op, offset, size)) from None
+    if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
+        raise AccessError(_bad_range(op, offset, size))
+    return off
 
 
 def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:

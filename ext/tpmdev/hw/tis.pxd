@@ -19,6 +19,7 @@ cdef unsigned int _U32
 
 cdef unsigned int _size_mask(int size) noexcept
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
+cdef Py_ssize_t _check_access(str op, object offset, object size) except -1
 
 
 cdef class TisCore:
