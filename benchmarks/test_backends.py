@@ -68,8 +68,16 @@ class RawSwtpm:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise RuntimeError("swtpm did not start")
             time.sleep(0.01)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(data)
+        while True:  # swtpm creates its socket file before it listens
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                self.sock.connect(data)
+                break
+            except ConnectionRefusedError:
+                self.sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
         self.sock.settimeout(10)
 
     def round_trip(self, command: bytes) -> bytes:

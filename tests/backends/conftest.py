@@ -134,9 +134,17 @@ def control_for(
 
     def make(version: int = 2, *extra: str) -> tuple[Control, SwtpmProc]:
         sp = swtpm_proc(version, *extra)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        deadline = time.monotonic() + 10
+        while True:  # swtpm creates its socket file before it listens
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(sp.ctrl_path)
+                break
+            except ConnectionRefusedError:
+                sock.close()
+                assert time.monotonic() < deadline, "swtpm does not listen on its control socket"
+                time.sleep(0.005)
         socks.append(sock)
-        sock.connect(sp.ctrl_path)
         return Control(sock, timeout=5.0), sp
 
     yield make

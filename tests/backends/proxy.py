@@ -24,6 +24,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from typing import Optional
 
 __all__ = ["Proxy"]
@@ -64,7 +65,16 @@ class Proxy:
                 return
             client, _ = self._listener.accept()
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target_path)
+            # swtpm creates its socket file before it listens: retry a refusal briefly
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    upstream.connect(self.target_path)
+                    break
+                except ConnectionRefusedError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)
             while not self._stop:
                 ready, _, _ = select.select([client, upstream, self._wake_r], [], [])
                 if self._wake_r in ready:

@@ -113,9 +113,16 @@ def swtpm(swtpm_bin: str, short_dir: Path) -> Iterator[Callable[..., Swtpm]]:
             time.sleep(0.005)
         socks = []
         for path in (ctrl_path, data_path):
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(10)
-            sock.connect(path)
+            while True:  # swtpm creates its socket file before it listens
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(10)
+                try:
+                    sock.connect(path)
+                    break
+                except ConnectionRefusedError:
+                    sock.close()
+                    assert time.monotonic() < deadline, "swtpm does not listen"
+                    time.sleep(0.005)
             socks.append(sock)
         sw = Swtpm(proc, socks[0], socks[1], state)
         started.append(sw)

@@ -186,6 +186,7 @@ _CTRL_NAME = "swtpm-ctrl.sock"
 _DATA_NAME = "swtpm-data.sock"
 _NO_LOCALITY = 0xFF  # QEMU starts with an all-ones locality: none used yet
 _KILL_GRACE = 2.0  # seconds a process gets to exit after SIGTERM
+_REFUSED_GRACE = 0.5  # seconds a refused connection is retried (swtpm binds, then listens)
 
 
 @dataclass
@@ -1040,17 +1041,25 @@ def _endpoint(
 
 def _connect(end: _Endpoint, deadline: float, what: str) -> socket.socket:
     family, address = end
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-        sock.connect(address)
-    except OSError as exc:
-        sock.close()
-        hint = "--ctrl" if what == "control" else "--server"
-        raise BackendError(
-            f"cannot connect to the swtpm {what} socket {address!r} ({exc.strerror or exc}); "
-            f"is swtpm running with {hint} for it?"
-        ) from None
+    # swtpm binds its socket before it listens: a refusal right after it
+    # started is retried briefly (a swtpm that is not running still fails fast)
+    refused_until = min(deadline, time.monotonic() + _REFUSED_GRACE)
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 1e-3))
+            sock.connect(address)
+            break
+        except OSError as exc:
+            sock.close()
+            if isinstance(exc, ConnectionRefusedError) and time.monotonic() < refused_until:
+                time.sleep(0.005)
+                continue
+            hint = "--ctrl" if what == "control" else "--server"
+            raise BackendError(
+                f"cannot connect to the swtpm {what} socket {address!r} ({exc.strerror or exc}); "
+                f"is swtpm running with {hint} for it?"
+            ) from None
     if family != socket.AF_UNIX:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
