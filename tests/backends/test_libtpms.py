@@ -246,6 +246,15 @@ def test_tpm12_hash_before_startup_is_refused(open_tpm: OpenTpm) -> None:
         tpm.hash_start()
 
 
+def test_established_flag_never_takes_the_command_lock(open_tpm: OpenTpm) -> None:
+    tpm = started(open_tpm)
+    with tpm._s.lock:  # as while a command runs
+        reader = threading.Thread(target=tpm.get_established_flag)
+        reader.start()
+        reader.join(5)
+        assert not reader.is_alive()
+
+
 # -- cancel ---------------------------------------------------------------------------
 def test_cancel_from_another_thread_ends_a_key_generation(open_tpm: OpenTpm) -> None:
     tpm = started(open_tpm)
@@ -266,7 +275,7 @@ def test_cancel_from_another_thread_ends_a_key_generation(open_tpm: OpenTpm) -> 
             tpm.cancel()
             time.sleep(0.0005)
         worker.join()
-        assert slowest_flag_read < 0.005
+        assert slowest_flag_read < 0.05  # far below a key generation (the structural check is below)
         code = response_code(result["r"])
         if code == TPM_RC_SUCCESS:
             ok(tpm.execute(flush_context(struct.unpack_from(">I", result["r"], 10)[0])))
