@@ -269,7 +269,7 @@ class TIS:
             return
         locality, command = pending
         if not self.asynchronous:
-            self._complete(*self._run(command, locality))
+            self.core.complete(*self._run(command, locality))
             return
         if self.busy:
             # QEMU: "There is a TPM request pending". The core has already
@@ -283,9 +283,6 @@ class TIS:
             self._worker = threading.Thread(target=self._work, name="tpmdev-tis-worker", daemon=True)
             self._worker.start()
         self._jobs.put((command, locality))
-
-    def _complete(self, response: bytes, selftest_done: bool) -> None:
-        self.core.complete(response, selftest_done)
 
     def _run(self, command: bytes, locality: int) -> tuple[bytes, bool]:
         try:

@@ -717,7 +717,7 @@ class TisCore:
         """``(locality, command bytes)`` of the command in flight, or None."""
         if self._cmd_locty == TIS_NO_LOCALITY:
             return None
-        return self._cmd_locty, bytes(self._buffer[: self._rw_offset])
+        return self._cmd_locty, bytes(memoryview(self._buffer)[: self._rw_offset])
 
     @property
     def executing(self) -> bool:
