@@ -230,3 +230,59 @@ def test_attach_keeps_registers_and_can_keep_old_backend(tis_class: type[tpmdev.
         with pytest.raises(tpmdev.ConfigurationError):
             dev.attach(object())  # type: ignore[arg-type]
     first.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_failing_host_callback_never_reaches_guest(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
+    def bad_callback(error: tpmdev.BackendError) -> None:
+        raise RuntimeError("host bug")
+
+    with tis_class(Broken(), asynchronous=asynchronous, on_backend_error=bad_callback) as dev:
+        driver = TisDriver(dev, timeout=5)
+        assert driver.transmit(C.tpm2_startup()) == FATAL_RESPONSE
+        assert driver.transmit(C.tpm2_startup()) == FATAL_RESPONSE  # the worker survived
+        assert not dev.busy
+
+
+def test_failed_established_read_is_not_cached(tis_class: type[tpmdev.TIS]) -> None:
+    class Flaky(Broken):
+        calls = 0
+
+        def get_established_flag(self) -> bool:
+            self.calls += 1
+            if self.calls == 1:
+                raise tpmdev.BackendError("control channel hiccup")
+            return True
+
+    backend = Flaky()
+    with tis_class(backend) as dev:
+        assert dev.read(R.TPM_ACCESS, 1) == 0x81  # QEMU: a failure reads as not established
+        assert dev.read(R.TPM_ACCESS, 1) == 0x80  # ... and the next read asks again
+        assert dev.read(R.TPM_ACCESS, 1) == 0x80 and backend.calls == 2
+
+
+def test_guest_after_close_gets_tpm_fail(tis_class: type[tpmdev.TIS]) -> None:
+    dev = tis_class(tpmdev.backends.Builtin(), asynchronous=True)
+    dev.close()
+    _start(dev, C.tpm2_startup())  # the guest does not know the host closed it
+    assert dev.read(R.TPM_STS) & 0xFF == 0x90
+    assert dev.read_many(R.TPM_DATA_FIFO, 10) == FATAL_RESPONSE
+
+
+def test_construction_failure_closes_owned_backend(tis_class: type[tpmdev.TIS]) -> None:
+    class NoStart(Broken):
+        def startup(self, buffer_size: int = 0) -> None:
+            raise tpmdev.BackendError("cannot power on")
+
+    backend = NoStart()
+    with pytest.raises(tpmdev.BackendError, match="power on"):
+        tis_class(backend)
+    assert backend.closed
+
+
+def test_attach_refuses_other_tpm_version(tis_class: type[tpmdev.TIS]) -> None:
+    with tis_class(tpmdev.backends.Builtin(tpm_version=2)) as dev:
+        with pytest.raises(tpmdev.ConfigurationError, match="TPM 1.2"):
+            dev.attach(tpmdev.backends.Builtin(tpm_version=1))
+    with tis_class(tpmdev.backends.Builtin(tpm_version=2), tpm_version=2) as dev:
+        dev.attach(tpmdev.backends.Builtin(tpm_version=1))  # forced registers: the host's call

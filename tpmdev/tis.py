@@ -129,7 +129,12 @@ class TIS:
         self.read_many = self.core.read_many
         self.write_many = self.core.write_many
         self.mmio = self.core.mmio
-        self.reset()
+        try:
+            self.reset()
+        except BaseException:
+            if close_backend:
+                backend.close()
+            raise
 
     # -- lifecycle ------------------------------------------------------
     def reset(self) -> None:
@@ -164,6 +169,12 @@ class TIS:
         self._check_open()
         if not isinstance(backend, Backend):
             raise ConfigurationError(f"TIS needs a tpmdev.backends.Backend, got {type(backend).__name__}")
+        if self._forced_version is None and backend.tpm_version not in (0, self.tpm_version):
+            names = {1: "TPM 1.2", 2: "TPM 2.0"}
+            raise ConfigurationError(
+                f"attach() needs a backend of the version the registers present ({names[self.tpm_version]}), "
+                f"got {names[backend.tpm_version]}: create a new TIS for it"
+            )
         self.wait()
         old = self.backend
         if self._close_backend if close_old is None else close_old:
@@ -244,31 +255,38 @@ class TIS:
             if self.busy:
                 self._backend_call(self.backend.cancel)
         elif kind == _REQUEST_ESTABLISHED:
-            flag = self._backend_call(self.backend.get_established_flag)
-            if flag is not None:
+            # QEMU caches only an answer: after a failure ACCESS shows "not
+            # established" and the next read asks again.
+            try:
+                flag = self.backend.get_established_flag()
+            except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
+                self._report(exc)
+            else:
                 self.core.set_established(bool(flag))
         elif kind == _REQUEST_RESET_ESTABLISHED:
             locality = self.core.active_locality
             if locality is None:  # pragma: no cover - the core asks only for the active locality
                 return
-            if self._backend_call(lambda: self.backend.reset_established_flag(locality)) is not False:
+            if self._backend_call(lambda: self.backend.reset_established_flag(locality)):
                 self.core.invalidate_established()
 
-    def _backend_call(self, fn: Callable[[], object]) -> object:
-        """Run a control operation; a failure is logged and reported, never raised."""
+    def _backend_call(self, fn: Callable[[], object]) -> bool:
+        """Run a control operation; True if it worked. A failure is logged and
+        reported, never raised."""
         try:
-            result = fn()
+            fn()
         except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
             self._report(exc)
             return False
-        return True if result is None else result
+        return True
 
     def _deliver(self) -> None:
         pending = self.core.pending_command
         if pending is None:  # pragma: no cover - the core only asks with a command
             return
         locality, command = pending
-        if not self.asynchronous:
+        if not self.asynchronous or self._closed:
+            # (a closed device has no worker: its backend is gone, TPM_FAIL at once)
             self.core.complete(*self._run(command, locality))
             return
         if self.busy:
@@ -286,6 +304,8 @@ class TIS:
 
     def _run(self, command: bytes, locality: int) -> tuple[bytes, bool]:
         try:
+            if self._closed:
+                raise BackendError("the TIS device is closed")
             response = self.backend.execute(command, locality)
         except Exception as exc:  # noqa: BLE001 - guest gets TPM_FAIL, the host the error
             self._report(exc)
@@ -300,7 +320,10 @@ class TIS:
         log.error("TIS: backend failure: %s", error)
         self.backend_error = error
         if self._on_backend_error is not None:
-            self._on_backend_error(error)
+            try:
+                self._on_backend_error(error)
+            except Exception:  # a host callback bug must not reach the guest
+                log.exception("TIS: on_backend_error callback failed")
 
     def _work(self) -> None:
         assert self._jobs is not None
@@ -308,7 +331,11 @@ class TIS:
             job = self._jobs.get()
             if job is None:
                 return
-            response, selftest_done = self._run(*job)
+            try:
+                response, selftest_done = self._run(*job)
+            except BaseException:  # pragma: no cover - _run contains backend failures itself
+                log.exception("TIS: worker failed")
+                response, selftest_done = FATAL_RESPONSE, False
             self.core.post(response, selftest_done)
             self._idle.set()
             if self._on_complete is not None:
