@@ -281,8 +281,10 @@ def test_construction_failure_closes_owned_backend(tis_class: type[tpmdev.TIS]) 
 
 
 def test_attach_refuses_other_tpm_version(tis_class: type[tpmdev.TIS]) -> None:
-    with tis_class(tpmdev.backends.Builtin(tpm_version=2)) as dev:
-        with pytest.raises(tpmdev.ConfigurationError, match="TPM 1.2"):
-            dev.attach(tpmdev.backends.Builtin(tpm_version=1))
+    with (
+        tis_class(tpmdev.backends.Builtin(tpm_version=2)) as dev,
+        pytest.raises(tpmdev.ConfigurationError, match=r"TPM 1\.2"),
+    ):
+        dev.attach(tpmdev.backends.Builtin(tpm_version=1))
     with tis_class(tpmdev.backends.Builtin(tpm_version=2), tpm_version=2) as dev:
         dev.attach(tpmdev.backends.Builtin(tpm_version=1))  # forced registers: the host's call

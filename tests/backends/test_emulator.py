@@ -602,6 +602,31 @@ def test_truncated_reply_then_stall(fake_swtpm: Fake, partial: str) -> None:
         assert 0.25 <= time.monotonic() - t0 < 0.8
 
 
+def test_trickling_reply_is_bounded_by_one_timeout(fake_swtpm: Fake) -> None:
+    """A response arriving a byte at a time, each within the timeout, still
+    fails once the whole exchange has taken the timeout."""
+    fake = fake_swtpm()
+    with Emulator(fake.path, timeout=0.6) as emu:
+        stop = threading.Event()
+
+        def trickle() -> None:
+            for byte in struct.pack(">HII", 0x8001, 30, 0) + bytes(20):
+                if stop.wait(0.15):
+                    return
+                fake.data.sendall(bytes([byte]))
+
+        thread = threading.Thread(target=trickle)
+        thread.start()
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(BackendError, match=r"within 0.6 s"):
+                emu.execute(TPM2_GETRANDOM_8)
+            assert time.monotonic() - t0 < 0.6 + 0.3
+        finally:
+            stop.set()
+            thread.join()
+
+
 def test_commands_refused_before_sending(fake_swtpm: Fake) -> None:
     fake = fake_swtpm()
     with Emulator(fake.path, timeout=2) as emu:

@@ -22,7 +22,7 @@ import pytest
 from tpmdev.backends import swtpm as s
 from tpmdev.backends.emulator import Emulator
 from tpmdev.backends.swtpm import Control, ControlError, StateBlob, binary_features
-from tpmdev.errors import BackendError, ConfigurationError
+from tpmdev.errors import BackendError, ConfigurationError, StateError
 
 pytestmark = pytest.mark.usefixtures("no_leaked_swtpm")
 
@@ -257,11 +257,11 @@ def test_get_state_needs_a_running_tpm(spawn: Spawn) -> None:
 def test_set_state_checks_its_argument(fake_swtpm: Callable[..., Any]) -> None:
     fake = fake_swtpm()
     with Emulator(fake.path, timeout=2) as emu:
-        with pytest.raises(ValueError, match="unknown state keys"):
+        with pytest.raises(StateError, match="unknown state keys"):
             emu.set_state({"permanent": b"x", "nvram": b"y"})
-        with pytest.raises(TypeError):
+        with pytest.raises(StateError):
             emu.set_state({"permanent": "text"})  # type: ignore[dict-item]
-        with pytest.raises(ValueError, match="volatile blob"):
+        with pytest.raises(StateError, match="volatile blob"):
             emu.set_state({"permanent": StateBlob(2, 0, b"x")})
         assert s.CMD_STOP not in fake.codes  # refused before anything was sent
 

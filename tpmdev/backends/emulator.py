@@ -89,6 +89,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -127,7 +128,7 @@ from tpmdev.backends.swtpm import (
     binary_features,
     capability_names,
 )
-from tpmdev.errors import BackendError, ConfigurationError
+from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.wire import (
     HEADER_SIZE,
     TPM2_READCLOCK_PROBE,
@@ -333,7 +334,6 @@ class Emulator(Backend):
         self._initialised = False  # a CMD_INIT succeeded: SHUTDOWN at close
         self._buffer_size = 0  # 0 = not learned yet
         self._established: bool | None = None  # cached flag
-        self._established_last = False  # answered when swtpm cannot be asked
         self._caps = 0
         self._version = 0
         try:
@@ -393,12 +393,17 @@ class Emulator(Backend):
         sock = self._res.data
         assert sock is not None
         view = self._rview
-        deadline = 0.0  # set on the first partial read only (the slow path)
+        deadline = time.monotonic() + self.timeout
         got = 0
         size = 0
         try:
             sock.sendall(cmd)
-            n = sock.recv_into(view)
+        except (socket.timeout, BlockingIOError):
+            raise BackendError(f"swtpm did not take the command within {self.timeout} s") from None
+        except OSError as exc:
+            raise BackendError(f"cannot send the command to swtpm ({exc.strerror or exc})") from None
+        try:
+            n = sock.recv_into(view)  # bounded by SO_RCVTIMEO
             while True:
                 if n == 0:
                     if size == 0:
@@ -419,10 +424,9 @@ class Emulator(Backend):
                         )
                 if size and got >= size:
                     break
-                # a response in pieces: bound the whole, not just each piece
-                if deadline == 0.0:
-                    deadline = time.monotonic() + self.timeout
-                elif time.monotonic() > deadline:
+                # a response in pieces: the whole exchange stays within the timeout
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([sock], [], [], left)[0]:
                     raise socket.timeout
                 n = sock.recv_into(view[got:])
         except (socket.timeout, BlockingIOError):
@@ -434,7 +438,7 @@ class Emulator(Backend):
             came = f" ({got - HEADER_SIZE} of {size - HEADER_SIZE} bytes came)"
             raise BackendError(f"no complete response from swtpm within {self.timeout} s{came}") from None
         except OSError as exc:
-            raise BackendError(f"cannot exchange the command with swtpm ({exc.strerror or exc})") from None
+            raise BackendError(f"cannot read the response from swtpm ({exc.strerror or exc})") from None
         if got > size:
             raise BackendError(f"swtpm sent {got - size} unexpected bytes after a {size}-byte response")
         return bytes(view[:size])
@@ -514,7 +518,7 @@ class Emulator(Backend):
         checked for them.
         """
         if tpm_version not in (1, 2):
-            raise ValueError(f"tpm_version must be 1 or 2, got {tpm_version!r}")
+            raise ConfigurationError(f"tpm_version must be 1 or 2, got {tpm_version!r}")
         timeout = _check_timeout(timeout)
         if startup is not None and startup not in STARTUP_MODES:
             raise ConfigurationError(f"startup must be None or one of {STARTUP_MODES}, got {startup!r}")
@@ -646,10 +650,15 @@ class Emulator(Backend):
 
     # -- power and reset ----------------------------------------------------
     def get_buffer_size(self) -> int:
-        """CMD_STOP + CMD_SET_BUFFERSIZE(0); 4096 if swtpm cannot say."""
+        """CMD_STOP + CMD_SET_BUFFERSIZE(0); 4096 if swtpm cannot say.
+
+        As in QEMU's reset sequence, this stops the TPM: :meth:`startup`
+        powers it on again (or the next command does, implicitly).
+        """
         self._check_open()
         try:
             self._control.stop()
+            self._started = False
             size, _, _ = self._control.set_buffersize(0)
         except BackendError as exc:
             log.warning("cannot ask swtpm for its buffer size, assuming %d: %s", DEFAULT_BUFFER_SIZE, exc)
@@ -673,7 +682,10 @@ class Emulator(Backend):
         self._started = True
 
     def reset(self) -> None:
-        """Nothing to do: the frontend never has two commands in flight."""
+        """Machine reset: wait for a command in flight to finish (bounded by
+        the command's own timeout), as QEMU's backend reset does."""
+        with self._data_lock:
+            pass
 
     def _implicit_startup(self) -> None:
         # Convenience for hosts that skip the reset sequence; see module doc.
@@ -738,23 +750,21 @@ class Emulator(Backend):
     def get_established_flag(self) -> bool:
         """CMD_GET_TPMESTABLISHED once, then the cached answer.
 
-        If swtpm cannot answer, the last known value (initially False) is
-        returned, nothing is cached, and the failure is logged, as QEMU does.
+        Raises :class:`tpmdev.BackendError` if swtpm cannot answer; nothing
+        is cached then, so the next call asks again (QEMU reports the flag as
+        not established and asks again at the next read; the TIS does that
+        with this error).
         """
         self._check_open()
         if self._established is not None:
             return self._established
-        try:
-            if not self._started:
-                with self._data_lock:
-                    if not self._started:
-                        self._check_usable()
-                        self._implicit_startup()
-            flag = self._control.get_tpm_established()
-        except BackendError as exc:
-            log.warning("cannot read the TPM established flag from swtpm: %s", exc)
-            return self._established_last
-        self._established = self._established_last = flag
+        if not self._started:
+            with self._data_lock:
+                if not self._started:
+                    self._check_usable()
+                    self._implicit_startup()
+        flag = self._control.get_tpm_established()
+        self._established = flag
         return flag
 
     def reset_established_flag(self, locality: int) -> None:
@@ -950,7 +960,7 @@ class Emulator(Backend):
 def _check_timeout(timeout: float) -> float:
     t = float(timeout)
     if not t > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return t
 
 
@@ -978,22 +988,22 @@ def _remove_stale_socket(path: str) -> None:
 def _state_blobs(state: Mapping[str, StateValue]) -> list[StateBlob]:
     """Check a set_state() mapping; return its blobs in load order."""
     if not isinstance(state, Mapping):
-        raise TypeError(f"state must be a mapping of {STATE_KEYS}, got {type(state).__name__}")
+        raise StateError(f"state must be a mapping of {STATE_KEYS}, got {type(state).__name__}")
     unknown = sorted(set(state) - set(STATE_KEYS))
     if unknown:
-        raise ValueError(f"unknown state keys {unknown}; the keys are {STATE_KEYS}")
+        raise StateError(f"unknown state keys {unknown}; the keys are {STATE_KEYS}")
     blobs = []
     for blob_type in _BLOB_ORDER:
         name = BLOB_TYPE_NAMES[blob_type]
         value = state.get(name, b"")
         if isinstance(value, StateBlob):
             if value.type != blob_type:
-                raise ValueError(f"state[{name!r}] is a {value.name} blob")
+                raise StateError(f"state[{name!r}] is a {value.name} blob")
             blobs.append(value)
         elif isinstance(value, (bytes, bytearray, memoryview)):
             blobs.append(StateBlob(blob_type, 0, bytes(value)))
         else:
-            raise TypeError(f"state[{name!r}] must be bytes or a StateBlob, not {type(value).__name__}")
+            raise StateError(f"state[{name!r}] must be bytes or a StateBlob, not {type(value).__name__}")
     return blobs
 
 

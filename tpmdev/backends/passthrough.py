@@ -96,7 +96,7 @@ from typing import NoReturn, Optional, Union
 
 from tpmdev.backends._probe import probe_buffer_size, probe_version
 from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
-from tpmdev.errors import BackendError, StateError
+from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size
 
 __all__ = ["DEFAULT_DEVICE", "DEFAULT_TIMEOUT", "PROBE_TIMEOUT", "READ_LIMIT", "Passthrough"]
@@ -442,7 +442,7 @@ class Passthrough(Backend):
 def _check_timeout(timeout: float) -> float:
     t = float(timeout)
     if not t > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
     return t
 
 

@@ -66,7 +66,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from tpmdev.errors import BackendError
+from tpmdev.errors import BackendError, ConfigurationError
 
 __all__ = [
     "CAPABILITY_NAMES",
@@ -623,7 +623,7 @@ class Control:
 
     def __init__(self, sock: socket.socket, *, timeout: float = 10.0, caps: int | None = None) -> None:
         if timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout!r}")
+            raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
         self.sock = sock
         self.timeout = float(timeout)
         self._lock = threading.Lock()

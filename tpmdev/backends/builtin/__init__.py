@@ -80,6 +80,7 @@ from tpmdev.backends.builtin import _constants, _state
 from tpmdev.backends.builtin._rng import Rng
 from tpmdev.backends.builtin._tpm2 import DEFAULT_BANKS, Tpm2
 from tpmdev.backends.builtin._tpm12 import Tpm12
+from tpmdev.errors import ConfigurationError
 
 __all__ = ["Builtin"]
 
@@ -118,11 +119,13 @@ class Builtin(Backend):
         pcr_banks: Iterable[str] = ("sha1", "sha256"),
     ) -> None:
         if tpm_version not in (1, 2) or isinstance(tpm_version, bool):
-            raise ValueError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), not {tpm_version!r}")
+            raise ConfigurationError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), not {tpm_version!r}")
         banks = tuple(pcr_banks)
         unknown = [b for b in banks if b not in _BANK_NAMES]
         if unknown or not banks:
-            raise ValueError(f"pcr_banks must be a non-empty subset of {sorted(_BANK_NAMES)}, not {banks!r}")
+            raise ConfigurationError(
+                f"pcr_banks must be a non-empty subset of {sorted(_BANK_NAMES)}, not {banks!r}"
+            )
         self._version = tpm_version
         self._rng = Rng(seed)
         self._clock: Callable[[], int] = _VirtualClock() if seed is not None else _monotonic_ms
