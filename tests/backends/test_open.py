@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import time
@@ -67,13 +66,15 @@ def test_bad_specs(spec: str) -> None:
         tpmdev.backends.open(spec)
 
 
-def test_spawned_state_directory_removed() -> None:
+def test_spawned_state_directory_removed_on_close() -> None:
     backend = tpmdev.backends.open("swtpm")
     pid = backend.pid
     assert pid is not None
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    state = Path(next(a for a in argv if a.startswith(b"dir=")).decode()[4:])
+    assert state.is_dir()
     backend.close()
-    del backend
-    gc.collect()
+    assert not state.exists()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 

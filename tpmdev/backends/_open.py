@@ -18,10 +18,6 @@ The TPM version after a colon may be written ``1``, ``1.2``, ``2`` or ``2.0``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import weakref
-
 from tpmdev.backends.base import Backend
 from tpmdev.errors import ConfigurationError
 
@@ -62,15 +58,7 @@ def open_backend(spec: str) -> Backend:
         from tpmdev.backends.emulator import Emulator
 
         if arg in _VERSIONS or arg == "":
-            state_dir = tempfile.mkdtemp(prefix="tpmdev-swtpm-")
-            try:
-                backend = Emulator.spawn(state_dir, tpm_version=_version(kind, arg))
-            except BaseException:
-                shutil.rmtree(state_dir, ignore_errors=True)
-                raise
-            # the state directory lives as long as the backend object
-            weakref.finalize(backend, shutil.rmtree, state_dir, True)
-            return backend
+            return Emulator.spawn(None, tpm_version=_version(kind, arg))
         return Emulator(arg)
     if kind == "passthrough":
         from tpmdev.backends.passthrough import Passthrough

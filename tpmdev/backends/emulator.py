@@ -128,12 +128,10 @@ from tpmdev.backends.swtpm import (
     binary_features,
     capability_names,
 )
+from tpmdev.backends._probe import VERSION_PROBE_READ_SIZE, probe_version
 from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.wire import (
     HEADER_SIZE,
-    TPM2_READCLOCK_PROBE,
-    TPM12_GETTICKS_PROBE,
-    version_from_probe,
 )
 
 __all__ = [
@@ -199,6 +197,7 @@ class _Resources:
     process: subprocess.Popen[bytes] | None = None
     output: IO[bytes] | None = None
     tmpdir: str | None = None
+    state_tmpdir: str | None = None  # a private state directory (spawn(None)), removed last
     ctrl_path: str | None = None  # removed on release when we spawned swtpm
     data_path: str | None = None  # likewise, for --server type=unixio
 
@@ -224,6 +223,9 @@ def _release(res: _Resources, wait_exit: float) -> None:
     if res.tmpdir is not None:
         shutil.rmtree(res.tmpdir, ignore_errors=True)
         res.tmpdir = None
+    if res.state_tmpdir is not None and (proc is None or proc.poll() is not None):
+        shutil.rmtree(res.state_tmpdir, ignore_errors=True)
+        res.state_tmpdir = None
     elif proc is not None:
         for path in (res.ctrl_path, res.data_path):
             if path is None:
@@ -444,37 +446,39 @@ class Emulator(Backend):
         return bytes(view[:size])
 
     def _probe_version(self) -> int:
-        """Tell the family as QEMU does: ReadClock, then GetTicks."""
+        """Tell the family as QEMU does (:func:`tpmdev.backends._probe.probe_version`):
+        TPM2_ReadClock, then TPM_GetTicks, one read of up to 1024 bytes each."""
         sock = self._res.data
         assert sock is not None
-        for probe in (TPM2_READCLOCK_PROBE, TPM12_GETTICKS_PROBE):
-            deadline = time.monotonic() + self.timeout
+        failures: list[str] = []
+
+        def transact(probe: bytes) -> bytes:
             try:
                 sock.settimeout(self.timeout)
                 sock.sendall(probe)
-                sock.settimeout(max(deadline - time.monotonic(), 1e-3))
-                # One read of up to 1024 bytes, as QEMU; swtpm writes each
-                # response in one piece.
-                answer = sock.recv(1024)
+                answer = sock.recv(VERSION_PROBE_READ_SIZE)  # swtpm answers in one piece
             except (socket.timeout, BlockingIOError):
-                raise BackendError(
-                    f"swtpm did not answer the TPM version probe within {self.timeout} s"
-                ) from None
+                failures.append(f"no answer within {self.timeout} s")
+                raise BackendError(failures[-1]) from None
             except OSError as exc:
-                raise BackendError(f"swtpm data channel failed during the version probe ({exc})") from None
+                failures.append(f"data channel failed ({exc})")
+                raise BackendError(failures[-1]) from None
             if not answer:
-                raise BackendError("swtpm closed the data channel during the version probe")
-            version = version_from_probe(answer, probe)
-            log.debug("version probe %s -> %s (TPM %d)", probe.hex(), answer.hex(), version)
-            if version:
-                return version
-        raise BackendError("swtpm answered neither TPM2_ReadClock nor TPM_GetTicks; TPM version unknown")
+                failures.append("swtpm closed the data channel")
+                raise BackendError(failures[-1])
+            return answer
+
+        version = probe_version(transact)
+        if version == 0:
+            why = f" ({'; '.join(failures)})" if failures else ""
+            raise BackendError(f"swtpm answered neither TPM version probe (ReadClock, GetTicks){why}")
+        return version
 
     # -- spawning ---------------------------------------------------------
     @classmethod
     def spawn(
         cls,
-        state_dir: str | os.PathLike[str],
+        state_dir: str | os.PathLike[str] | None,
         tpm_version: int = 2,
         *,
         timeout: float = 10.0,
@@ -491,7 +495,9 @@ class Emulator(Backend):
 
         The returned Emulator owns the process (its own session and process
         group): :meth:`close` ends it, and so does interpreter exit if close
-        was never called. *state_dir* is created if missing; the sockets
+        was never called. *state_dir* is created if missing; ``None`` gives
+        the TPM a private temporary directory, removed when the process has
+        ended (a TPM that lives as long as the backend); the sockets
         live in it, or in a short temporary directory when a path would
         exceed the AF_UNIX limit.
 
@@ -531,7 +537,8 @@ class Emulator(Backend):
                 "(Debian/Ubuntu: apt-get install swtpm) or pass swtpm=<path>"
             )
         _check_features(exe, tpm_version, startup)
-        state = os.path.abspath(os.fspath(state_dir))
+        private_state = state_dir is None
+        state = "" if state_dir is None else os.path.abspath(os.fspath(state_dir))
         key_files = {
             name: os.path.abspath(os.fspath(path))
             for name, path in (("migration_key", migration_key), ("key", key))
@@ -540,8 +547,10 @@ class Emulator(Backend):
         for name, path in key_files.items():
             if not os.path.isfile(path):
                 raise ConfigurationError(f"{name} {path!r} is not a file")
+        if private_state:
+            state = tempfile.mkdtemp(prefix="tpmdev-swtpm-")
         os.makedirs(state, exist_ok=True)
-        res = _Resources()
+        res = _Resources(state_tmpdir=state if private_state else None)
         try:
             ctrl_path = os.path.join(state, _CTRL_NAME)
             data_path = os.path.join(state, _DATA_NAME)

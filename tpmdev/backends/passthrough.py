@@ -158,8 +158,8 @@ class Passthrough(Backend):
         instead of opening *path*. The backend owns it from now on and closes
         it, also when construction fails.
     :param timeout: seconds a command may take, write to last response byte
-        (default :data:`DEFAULT_TIMEOUT`); the probes wait at most
-        :data:`PROBE_TIMEOUT` (or *timeout*, if shorter).
+        (default :data:`DEFAULT_TIMEOUT`); the version probe waits at most
+        :data:`PROBE_TIMEOUT` (or *timeout*, if shorter), as QEMU's.
 
     Raises :class:`tpmdev.BackendError` when the device cannot be opened (a
     busy device says so), is not a TPM, or has no cancel file.
@@ -196,7 +196,7 @@ class Passthrough(Backend):
             files.wake_r, files.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             if fd is None:
                 files.device = _open_device(self.path)
-            self._version = probe_version(self._probe_transact)
+            self._version = probe_version(self._version_probe_transact)
             if not self._version:
                 why = f" ({self._failure})" if self._failure else ""
                 raise BackendError(
@@ -357,14 +357,21 @@ class Passthrough(Backend):
                 self._lock.release()
 
     # -- internals ------------------------------------------------------------
-    def _probe_transact(self, command: bytes) -> bytes:
-        """One probe exchange (the caller holds the lock, or is the constructor)."""
+    def _probe_transact(self, command: bytes, wait: float | None = None) -> bytes:
+        """One probe exchange (the caller holds the lock, or is the constructor).
+
+        *wait* defaults to the backend's timeout: only the version probe has
+        QEMU's 1 s limit (see :meth:`_version_probe_transact`).
+        """
         if self._failure is not None:
             raise BackendError(f"passthrough failed earlier ({self._failure})")
         try:
-            return self._exchange(command, min(PROBE_TIMEOUT, self.timeout), "probe")
+            return self._exchange(command, self.timeout if wait is None else wait, "probe")
         except _Canceled:
             raise BackendError("the probe was canceled") from None
+
+    def _version_probe_transact(self, command: bytes) -> bytes:
+        return self._probe_transact(command, min(PROBE_TIMEOUT, self.timeout))
 
     def _exchange(self, command: bytes, wait: float, what: str) -> bytes:
         """Write *command*, wait up to *wait* seconds, return what one read gives."""

@@ -872,10 +872,10 @@ class Control:
             if result in (TPM_BAD_ORDINAL, TPM_BAD_PARAMETER):
                 raise ControlError("GET_STATEBLOB", CMD_GET_STATEBLOB, result)
             header = GetStateBlobResponse.unpack(head + recv(GetStateBlobResponse.size() - _RESULT.size))
-            if header.length > MAX_STATE_BLOB_SIZE or header.length > header.totlength:
+            if header.totlength > MAX_STATE_BLOB_SIZE or header.length > header.totlength:
                 raise BackendError(
                     f"GET_STATEBLOB header announces {header.length} of {header.totlength} bytes "
-                    f"(accepted: up to {MAX_STATE_BLOB_SIZE}, length <= totlength); garbled answer"
+                    f"(accepted: up to {MAX_STATE_BLOB_SIZE} in all, length <= totlength); garbled answer"
                 )
             chunk = recv(header.length) if header.length else b""
             if result != TPM_SUCCESS and not result & RESULT_NON_FATAL:
@@ -1004,8 +1004,7 @@ def recv_exactly(sock: socket.socket, n: int, deadline: float, timeout: float, w
     """Read exactly *n* bytes before *deadline* (a ``time.monotonic`` value).
 
     Raises :class:`BackendError` on timeout, end of stream or socket error;
-    *what* names the awaited data in the message. Shared with the data
-    channel of :class:`tpmdev.backends.emulator.Emulator`.
+    *what* names the awaited data in the message.
     """
     buf = bytearray()
     try:
