@@ -762,11 +762,15 @@ class Libtpms(Backend):
         return {key: wrap_state_blob(blob) if blob else b"" for key, blob in raw.items()}
 
     def _raw_state(self, s: _Session) -> dict[str, bytes]:
+        try:
+            # as swtpm: the blob TPM_SaveState stored, not a fresh one
+            savestate = s.store.load(TPM_SAVESTATE_NAME) or b""
+        except OSError as exc:
+            raise StateError(f"cannot read the saved state: {exc}") from None
         return {
             "permanent": _tpmlib_get_state(s, "permanent"),
             "volatile": _tpmlib_get_state(s, "volatile"),
-            # as swtpm: the blob TPM_SaveState stored, not a fresh one
-            "savestate": s.store.load(TPM_SAVESTATE_NAME) or b"",
+            "savestate": savestate,
         }
 
     def set_state(self, state: Mapping[str, bytes]) -> None:
