@@ -15,7 +15,21 @@ __all__ = [
     "TPM_ST_SESSIONS",
     "TPM_TAG_RQU_COMMAND",
     "TPM_TAG_RSP_COMMAND",
+    "TPM_SUCCESS",
+    "TPM_BADINDEX",
+    "TPM_BAD_PARAMETER",
+    "TPM_DEACTIVATED",
     "TPM_FAIL",
+    "TPM_BAD_ORDINAL",
+    "TPM_SIZE",
+    "TPM_BAD_PARAM_SIZE",
+    "TPM_BADTAG",
+    "TPM_IOERROR",
+    "TPM_DECRYPT_ERROR",
+    "TPM_INVALID_POSTINIT",
+    "TPM_BAD_TYPE",
+    "TPM_BAD_LOCALITY",
+    "TPM_NON_FATAL",
     "TPM_RC_FAILURE",
     "FATAL_RESPONSE",
     "TPM2_READCLOCK_PROBE",
@@ -24,6 +38,7 @@ __all__ = [
     "build_command",
     "parse_header",
     "header_size",
+    "is_whole_message",
     "response_code",
     "is_selftest_done",
     "version_from_probe",
@@ -38,7 +53,23 @@ TPM_ST_SESSIONS = 0x8002
 TPM_TAG_RQU_COMMAND = 0x00C1
 TPM_TAG_RSP_COMMAND = 0x00C4
 
-TPM_FAIL = 0x00000009  # TPM 1.2 fatal error code
+# TPM 1.2 return codes (TPM_RESULT, Main Part 2 section 16). swtpm's control
+# channel and libtpms' library API answer with these for both TPM families.
+TPM_SUCCESS = 0x00
+TPM_BADINDEX = 0x02
+TPM_BAD_PARAMETER = 0x03
+TPM_DEACTIVATED = 0x06
+TPM_FAIL = 0x09
+TPM_BAD_ORDINAL = 0x0A
+TPM_SIZE = 0x17
+TPM_BAD_PARAM_SIZE = 0x19
+TPM_BADTAG = 0x1E
+TPM_IOERROR = 0x1F
+TPM_DECRYPT_ERROR = 0x21
+TPM_INVALID_POSTINIT = 0x26
+TPM_BAD_TYPE = 0x34
+TPM_BAD_LOCALITY = 0x3D
+TPM_NON_FATAL = 0x800  #: set in results that are warnings, not errors
 TPM_RC_FAILURE = 0x00000101  # TPM 2.0 failure mode
 
 #: What QEMU's backends hand the guest when a command could not be run: a
@@ -82,6 +113,12 @@ def response_code(response: bytes) -> int:
     return parse_header(response)[2]
 
 
+def is_whole_message(message: bytes) -> bool:
+    """True if *message* is a whole header whose size field equals its length
+    (QEMU's test of an answer read from a TPM in one piece)."""
+    return len(message) >= HEADER_SIZE and header_size(message) == len(message)
+
+
 def is_selftest_done(command: bytes, response: bytes) -> bool:
     """True for a successful TPM 1.2 ContinueSelfTest (sets STS.selfTestDone).
 
@@ -101,7 +138,7 @@ def version_from_probe(response: bytes, probe: bytes) -> int:
     Returns 2 for a TPM2_ReadClock answered with tag 0x8001, 1 for a
     TPM_GetTicks answered with tag 0x00C4, else 0.
     """
-    if len(response) < HEADER_SIZE or header_size(response) != len(response):
+    if not is_whole_message(response):
         return 0
     tag = int.from_bytes(response[0:2], "big")
     if probe == TPM2_READCLOCK_PROBE and tag == TPM_ST_NO_SESSIONS:

@@ -31,6 +31,17 @@ import threading
 from ctypes import CFUNCTYPE, POINTER, c_char_p, c_int, c_uint, c_uint8, c_uint32, c_void_p
 
 from tpmdev.errors import BackendError
+from tpmdev.wire import (
+    TPM_BAD_LOCALITY,
+    TPM_BAD_PARAMETER,
+    TPM_BAD_TYPE,
+    TPM_FAIL,
+    TPM_INVALID_POSTINIT,
+    TPM_IOERROR,
+    TPM_NON_FATAL,
+    TPM_SIZE,
+    TPM_SUCCESS,
+)
 
 __all__ = [
     # loading
@@ -101,16 +112,10 @@ TPM_VOLATILESTATE_NAME = "volatilestate"
 # -- tpm_memory.h -------------------------------------------------------------
 TPM_ALLOC_MAX = 0x20000
 
-# -- tpm_error.h (TPM 1.2 result codes; the library API uses them for both) ---
-TPM_SUCCESS = 0x00
-TPM_BAD_PARAMETER = 0x03
-TPM_FAIL = 0x09
-TPM_SIZE = 0x17
-TPM_IOERROR = 0x1F
-TPM_INVALID_POSTINIT = 0x26
-TPM_BAD_TYPE = 0x34
-TPM_BAD_LOCALITY = 0x3D
-TPM_RETRY = 0x800  # TPM_NON_FATAL; from tpm_nvram_loaddata: "no such blob yet"
+# -- tpm_error.h: TPM 1.2 result codes (tpmdev.wire); the library API uses them
+# for both families. TPM_RETRY (TPM_NON_FATAL) from tpm_nvram_loaddata means
+# "no such blob yet".
+TPM_RETRY = TPM_NON_FATAL
 
 _RESULT_NAMES = {
     TPM_SUCCESS: "TPM_SUCCESS",

@@ -64,7 +64,7 @@ from tpmdev.wire import (
     TPM_ST_NO_SESSIONS,
     TPM_TAG_RQU_COMMAND,
     build_command,
-    header_size,
+    is_whole_message,
     version_from_probe,
 )
 
@@ -127,11 +127,6 @@ _TPM12_ANSWER = struct.Struct(">II")  # after the header: length, value
 _TPM2_ANSWER = struct.Struct(">BIIIIII")  # moreData, cap, count, p1, v1, p2, v2
 
 
-def _valid(answer: bytes) -> bool:
-    """QEMU's test of any answer: a whole header whose size field is the length."""
-    return len(answer) >= HEADER_SIZE and header_size(answer) == len(answer)
-
-
 def version_from_answer(answer: bytes, probe: bytes) -> int:
     """The TPM version one probe's *answer* shows (2, 1), or 0.
 
@@ -156,7 +151,7 @@ def buffer_size_from_answer(answer: bytes, tpm_version: int) -> Optional[int]:
 
     None when QEMU would reject the answer (see the module documentation).
     """
-    if not _valid(answer):
+    if not is_whole_message(answer):
         return None
     if tpm_version == 1:
         if len(answer) != TPM12_BUFFER_SIZE_ANSWER_SIZE:

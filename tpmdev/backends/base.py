@@ -26,15 +26,22 @@ import abc
 from types import TracebackType
 from typing import TypeVar
 
-from tpmdev.errors import StateError
+from tpmdev.errors import ConfigurationError, StateError
 
-__all__ = ["Backend", "DEFAULT_BUFFER_SIZE", "STATE_KEYS"]
+__all__ = ["Backend", "DEFAULT_BUFFER_SIZE", "MAX_RESPONSE_SIZE", "STATE_KEYS", "check_timeout"]
 
 #: The keys of :meth:`Backend.get_state`: swtpm's three state blobs.
 STATE_KEYS = ("permanent", "volatile", "savestate")
 
 #: Buffer size assumed when a backend cannot say (QEMU's default).
 DEFAULT_BUFFER_SIZE = 4096
+
+#: Largest response a backend reads from a TPM process or device. QEMU trusts
+#: the size a TPM announces; backends refuse anything bigger, so a garbled
+#: header cannot make them allocate or wait without bound. Fixed rather than
+#: the negotiated buffer size, so it does not depend on the order of calls; a
+#: frontend still decides what to do with a response larger than its buffer.
+MAX_RESPONSE_SIZE = 0x10000
 
 _B = TypeVar("_B", bound="Backend")
 
@@ -123,3 +130,14 @@ class Backend(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def check_timeout(timeout: float) -> float:
+    """*timeout* as a positive number of seconds, or a ConfigurationError."""
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        t = 0.0
+    if not t > 0:
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return t

@@ -104,7 +104,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Union
 
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, STATE_KEYS, Backend
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, STATE_KEYS, Backend, check_timeout
 from tpmdev.backends.swtpm import (
     BLOB_TYPE_NAMES,
     PTM_BLOB_TYPE_PERMANENT,
@@ -145,12 +145,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Largest response size field accepted. QEMU trusts it; we refuse anything
-#: bigger so a garbled header cannot make us allocate or wait without bound.
-#: Fixed rather than the negotiated buffer size so that it does not depend on
-#: the order of calls; a frontend still decides what to do with a response
-#: larger than its own buffer.
-MAX_RESPONSE_SIZE = 0x10000
 
 #: Capabilities QEMU requires before it uses a swtpm.
 REQUIRED_CAPS_TPM12 = (
@@ -297,7 +291,7 @@ class Emulator(Backend):
         data_path: str | os.PathLike[str] | None = None,
         data_address: tuple[str, int] | None = None,
     ) -> None:
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if (ctrl_path is None) == (ctrl_address is None):
             raise ConfigurationError("give exactly one of ctrl_path (unix socket) and ctrl_address (TCP)")
         if data_path is not None and data_address is not None:
@@ -525,7 +519,7 @@ class Emulator(Backend):
         """
         if tpm_version not in (1, 2):
             raise ConfigurationError(f"tpm_version must be 1 or 2, got {tpm_version!r}")
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if startup is not None and startup not in STARTUP_MODES:
             raise ConfigurationError(f"startup must be None or one of {STARTUP_MODES}, got {startup!r}")
         if data_channel not in DATA_CHANNELS:
@@ -964,13 +958,6 @@ class Emulator(Backend):
         state = "closed" if self._closed else ("failed" if self.failure else "open")
         owned = f" pid={self.pid}" if self.pid is not None else ""
         return f"<Emulator TPM {self._version}{owned} {state}>"
-
-
-def _check_timeout(timeout: float) -> float:
-    t = float(timeout)
-    if not t > 0:
-        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return t
 
 
 def _remove_stale_socket(path: str) -> None:

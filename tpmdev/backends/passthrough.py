@@ -95,9 +95,9 @@ from dataclasses import dataclass
 from typing import NoReturn, Optional, Union
 
 from tpmdev.backends._probe import probe_buffer_size, probe_version
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
-from tpmdev.errors import BackendError, ConfigurationError, StateError
-from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, Backend, check_timeout
+from tpmdev.errors import BackendError, StateError
+from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size, is_whole_message
 
 __all__ = ["DEFAULT_DEVICE", "DEFAULT_TIMEOUT", "PROBE_TIMEOUT", "READ_LIMIT", "Passthrough"]
 
@@ -115,7 +115,7 @@ DEFAULT_TIMEOUT = 300.0
 PROBE_TIMEOUT = 1.0
 
 #: Largest response read; the kernel's own buffer is 4096 bytes.
-READ_LIMIT = 0x10000
+READ_LIMIT = MAX_RESPONSE_SIZE
 
 _CANCEL_PATHS = ("/sys/class/tpm/{}/device/cancel", "/sys/class/misc/{}/device/cancel")
 
@@ -184,7 +184,7 @@ class Passthrough(Backend):
                 except OSError as exc:
                     raise BackendError(f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
                 files.device = fd
-            self.timeout = _check_timeout(timeout)
+            self.timeout = check_timeout(timeout)
             self.path = os.fspath(path)
             self._lock = threading.Lock()  # one exchange with the device at a time
             self._flight = threading.Lock()  # guards the two flags and the cancel write
@@ -292,7 +292,7 @@ class Passthrough(Backend):
             except _Canceled:
                 log.info("passthrough: command 0x%s canceled; the guest gets TPM_FAIL", cmd[6:10].hex())
                 return FATAL_RESPONSE
-        if len(response) < HEADER_SIZE or header_size(response) != len(response):
+        if not is_whole_message(response):
             raise BackendError(
                 f"received an invalid response from the TPM: {len(response)} bytes read, size field "
                 f"{header_size(response)} (starts {response[:HEADER_SIZE].hex() or 'empty'})"
@@ -444,13 +444,6 @@ class Passthrough(Backend):
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("failed" if self._failure else "open")
         return f"<Passthrough {getattr(self, 'path', '?')} TPM {getattr(self, '_version', 0)} {state}>"
-
-
-def _check_timeout(timeout: float) -> float:
-    t = float(timeout)
-    if not t > 0:
-        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return t
 
 
 def _open_device(path: str) -> int:

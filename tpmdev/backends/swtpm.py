@@ -66,7 +66,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from tpmdev.errors import BackendError, ConfigurationError
+from tpmdev.backends.base import check_timeout
+from tpmdev.errors import BackendError
+from tpmdev.wire import (
+    TPM_BAD_LOCALITY,
+    TPM_BAD_ORDINAL,
+    TPM_BAD_PARAMETER,
+    TPM_DECRYPT_ERROR,
+    TPM_FAIL,
+    TPM_IOERROR,
+    TPM_NON_FATAL,
+    TPM_SUCCESS,
+)
 
 __all__ = [
     "CAPABILITY_NAMES",
@@ -265,16 +276,9 @@ MAX_INFO_SIZE = 1 << 20
 #: Results with this bit set are "non-fatal": GET_STATEBLOB answers 0x800
 #: (TPM_RETRY) for a blob that does not exist, e.g. the savestate blob when
 #: no TPM2_Shutdown(STATE) was issued. QEMU treats them as an empty blob.
-RESULT_NON_FATAL = 0x800
+RESULT_NON_FATAL = TPM_NON_FATAL
 
-# Result codes swtpm answers with (TPM 1.2 numbering, for both families).
-TPM_SUCCESS = 0x00
-TPM_BAD_PARAMETER = 0x03
-TPM_FAIL = 0x09
-TPM_BAD_ORDINAL = 0x0A
-TPM_IOERROR = 0x1F
-TPM_DECRYPT_ERROR = 0x21
-TPM_BAD_LOCALITY = 0x3D
+# swtpm answers with TPM 1.2 result codes for both families (tpmdev.wire).
 
 # -- messages ---------------------------------------------------------------
 _M = TypeVar("_M", bound="Message")
@@ -622,10 +626,8 @@ class Control:
     """
 
     def __init__(self, sock: socket.socket, *, timeout: float = 10.0, caps: int | None = None) -> None:
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
+        self.timeout = check_timeout(timeout)
         self.sock = sock
-        self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._broken: str | None = None
         self._caps = caps

@@ -7,6 +7,23 @@ TPM uses is listed; every other module takes its numbers from here.
 
 from __future__ import annotations
 
+from tpmdev.wire import (  # shared with the other backends; re-exported here
+    TPM_BAD_LOCALITY,
+    TPM_BAD_ORDINAL,
+    TPM_BAD_PARAM_SIZE,
+    TPM_BAD_PARAMETER,
+    TPM_BADINDEX,
+    TPM_BADTAG,
+    TPM_DEACTIVATED,
+    TPM_FAIL,
+    TPM_INVALID_POSTINIT,
+    TPM_ST_NO_SESSIONS,
+    TPM_ST_SESSIONS,
+    TPM_SUCCESS,
+    TPM_TAG_RQU_COMMAND,
+    TPM_TAG_RSP_COMMAND,
+)
+
 __all__ = [
     "HASH_ALGS",
     "IMPLEMENTATION_PCR",
@@ -186,8 +203,6 @@ __all__ = [
 # --- TPM 2.0 structure tags (TPM_ST, Part 2 6.9) -------------------------
 TPM_ST_RSP_COMMAND = 0x00C4
 TPM_ST_NULL = 0x8000
-TPM_ST_NO_SESSIONS = 0x8001
-TPM_ST_SESSIONS = 0x8002
 TPM_ST_HASHCHECK = 0x8024
 #: Every TPM_ST value a TPM unmarshals as a TPM_ST. A tag outside this set is
 #: TPM_RC_VALUE; one inside it but not a command tag is TPM_RC_BAD_TAG (the
@@ -385,10 +400,8 @@ PERSISTENT_FIRST = 0x81000000
 PERSISTENT_LAST = 0x81FFFFFF
 
 # --- TPM 1.2 (Main Part 2) --------------------------------------------------
-TPM_TAG_RQU_COMMAND = 0x00C1
 TPM_TAG_RQU_AUTH1_COMMAND = 0x00C2
 TPM_TAG_RQU_AUTH2_COMMAND = 0x00C3
-TPM_TAG_RSP_COMMAND = 0x00C4
 TPM_ST_CLEAR = 0x0001
 TPM_ST_STATE = 0x0002
 TPM_ST_DEACTIVATED = 0x0003
@@ -399,16 +412,6 @@ TPM_ORD_GetCapability = 0x00000065
 TPM_ORD_ContinueSelfTest = 0x00000053
 TPM_ORD_GetTicks = 0x000000F1
 TPM_ORD_Startup = 0x00000099
-TPM_SUCCESS = 0x00
-TPM_BADINDEX = 0x02
-TPM_BAD_PARAMETER = 0x03
-TPM_DEACTIVATED = 0x06
-TPM_FAIL = 0x09
-TPM_BAD_ORDINAL = 0x0A
-TPM_BAD_PARAM_SIZE = 0x19
-TPM_INVALID_POSTINIT = 0x26
-TPM_BADTAG = 0x1E
-TPM_BAD_LOCALITY = 0x3D
 TPM_CAP_PROPERTY = 0x00000005
 TPM_CAP_VERSION_VAL = 0x0000001A
 TPM_CAP_PROP_PCR = 0x00000101
