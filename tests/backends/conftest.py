@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from standin import connect_when_listening
+
 from tpmdev.backends.emulator import Emulator
 from tpmdev.backends.swtpm import Control
 
@@ -134,16 +136,7 @@ def control_for(
 
     def make(version: int = 2, *extra: str) -> tuple[Control, SwtpmProc]:
         sp = swtpm_proc(version, *extra)
-        deadline = time.monotonic() + 10
-        while True:  # swtpm creates its socket file before it listens
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(sp.ctrl_path)
-                break
-            except ConnectionRefusedError:
-                sock.close()
-                assert time.monotonic() < deadline, "swtpm does not listen on its control socket"
-                time.sleep(0.005)
+        sock = connect_when_listening(sp.ctrl_path)
         socks.append(sock)
         return Control(sock, timeout=5.0), sp
 

@@ -24,8 +24,10 @@ import select
 import socket
 import struct
 import threading
-import time
+
 from typing import Optional
+
+from standin import connect_when_listening
 
 __all__ = ["Proxy"]
 
@@ -64,17 +66,7 @@ class Proxy:
             if self._listener not in ready:
                 return
             client, _ = self._listener.accept()
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            # swtpm creates its socket file before it listens: retry a refusal briefly
-            deadline = time.monotonic() + 5
-            while True:
-                try:
-                    upstream.connect(self.target_path)
-                    break
-                except ConnectionRefusedError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.005)
+            upstream = connect_when_listening(self.target_path)
             while not self._stop:
                 ready, _, _ = select.select([client, upstream, self._wake_r], [], [])
                 if self._wake_r in ready:

@@ -88,8 +88,8 @@ class StandIn:
             args.append("--tpm2")
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            self._data = _connect(server, self.process)
-            self._ctrl_sock = _connect(ctrl, self.process)
+            self._data = connect_when_listening(server, self.process)
+            self._ctrl_sock = connect_when_listening(ctrl, self.process)
             self.control = Control(self._ctrl_sock, timeout=_IO_TIMEOUT)
 
             ours, self._far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -223,10 +223,12 @@ class StandIn:
         self.process.wait(10)
 
 
-def _connect(path: str, process: subprocess.Popen[bytes]) -> socket.socket:
+def connect_when_listening(path: str, process: subprocess.Popen[bytes] | None = None) -> socket.socket:
+    """Connect to a unix socket of a swtpm just started: its socket file
+    appears before it listens, so a missing file or a refusal is retried."""
     deadline = time.monotonic() + 10
     while True:
-        assert process.poll() is None, "swtpm exited at start"
+        assert process is None or process.poll() is None, "swtpm exited at start"
         if os.path.exists(path):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:

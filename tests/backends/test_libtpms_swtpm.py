@@ -13,12 +13,13 @@ import signal
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from standin import connect_when_listening
 
 from tpmdev.backends.libtpms import Libtpms, unwrap_state_blob
 from tpmdev.drivers import commands as C
@@ -106,23 +107,10 @@ def swtpm(swtpm_bin: str, short_dir: Path) -> Iterator[Callable[..., Swtpm]]:
         if tpm_version == 2:
             args.append("--tpm2")
         proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not (os.path.exists(ctrl_path) and os.path.exists(data_path)):
-            assert proc.poll() is None, "swtpm exited at start"
-            assert time.monotonic() < deadline, "swtpm did not create its sockets"
-            time.sleep(0.005)
         socks = []
         for path in (ctrl_path, data_path):
-            while True:  # swtpm creates its socket file before it listens
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(10)
-                try:
-                    sock.connect(path)
-                    break
-                except ConnectionRefusedError:
-                    sock.close()
-                    assert time.monotonic() < deadline, "swtpm does not listen"
-                    time.sleep(0.005)
+            sock = connect_when_listening(path, proc)
+            sock.settimeout(10)
             socks.append(sock)
         sw = Swtpm(proc, socks[0], socks[1], state)
         started.append(sw)
