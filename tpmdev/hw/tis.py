@@ -177,7 +177,6 @@ class TisCore:
         self._irq = irq
         self._request = request
         self._irq_level = 0
-        self._irq_num = irq_num
         self._established = -1
         self._posted = None
         self._version = 0
@@ -723,9 +722,6 @@ class TisCore:
     def executing(self) -> bool:
         """True while a command has been sent and its response not delivered."""
         return self._cmd_locty != TIS_NO_LOCALITY and self._state[self._cmd_locty] == TIS_STATE_EXECUTION
-
-    def _clear_pending(self) -> None:
-        self._cmd_locty = TIS_NO_LOCALITY
 
     # -- reset and inspection ----------------------------------------------
     def reset(self, tpm_version: int, bufsize: int) -> None:

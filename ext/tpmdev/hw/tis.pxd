@@ -33,7 +33,6 @@ cdef class TisCore:
     cdef object _request
     cdef object _posted
     cdef int _irq_level
-    cdef int _irq_num
     cdef int _established
     cdef int _version
     cdef Py_ssize_t _bufsize
