@@ -35,7 +35,7 @@ from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BUFFER_MAX, TIS_REGION_SIZE
-from tpmdev.wire import FATAL_RESPONSE, TPM_ORD_CONTINUE_SELF_TEST, is_selftest_done
+from tpmdev.wire import FATAL_RESPONSE, is_selftest_done
 
 __all__ = ["TIS"]
 
@@ -47,8 +47,6 @@ _REQUEST_RESET_ESTABLISHED = _hw_tis.REQUEST_RESET_ESTABLISHED
 _REQUEST_ESTABLISHED = _hw_tis.REQUEST_ESTABLISHED
 
 IrqCallback = Callable[[int], object]
-
-_CONTINUE_SELF_TEST = TPM_ORD_CONTINUE_SELF_TEST.to_bytes(4, "big")
 
 
 class TIS:
@@ -310,8 +308,7 @@ class TIS:
         except Exception as exc:  # noqa: BLE001 - guest gets TPM_FAIL, the host the error
             self._report(exc)
             return FATAL_RESPONSE, False
-        # only a TPM 1.2 ContinueSelfTest can set selfTestDone: look no further otherwise
-        return response, command[6:10] == _CONTINUE_SELF_TEST and is_selftest_done(command, response)
+        return response, is_selftest_done(command, response)
 
     def _report(self, exc: Exception) -> None:
         error = exc if isinstance(exc, BackendError) else BackendError(f"backend raised {exc!r}")
