@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterator
 
 import pytest
-from test_builtin_swtpm import Pair, RawSwtpm, _allocate_sha1_sha256, _pair, cmd, sess
+from test_builtin_swtpm import Pair, RawSwtpm, _allocate_sha1_sha256, _pair, cmd, sess, swtpm2  # noqa: F401
 
 from tpmdev.backends.builtin import Builtin
 
@@ -531,13 +531,3 @@ def test_command_attributes(tpms: tuple[Builtin, RawSwtpm, Pair], cc: int) -> No
     ours, theirs, _both = tpms
     command = cmd(0x8001, 0x17A, struct.pack(">III", 2, cc, 1))
     assert ours.execute(command)[15:23] == theirs.execute(command)[15:23]
-
-
-@pytest.fixture
-def swtpm2() -> Iterator[RawSwtpm]:
-    tpm = RawSwtpm(2)
-    try:
-        _allocate_sha1_sha256(tpm)
-        yield tpm
-    finally:
-        tpm.close()
