@@ -85,7 +85,7 @@ class Gate(Backend):
     def tpm_version(self) -> int:
         return 2
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
         assert self.gate.wait(10)
         return self.inner.execute(command, locality)
 
@@ -157,7 +157,7 @@ class Broken(Backend):
 
     tpm_version = 2
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
         raise tpmdev.BackendError("swtpm went away")
 
 
@@ -172,7 +172,7 @@ def test_backend_failure_gives_guest_tpm_fail(tis_class: type[tpmdev.TIS], async
 
 def test_backend_bug_is_contained(tis_class: type[tpmdev.TIS]) -> None:
     class Buggy(Broken):
-        def execute(self, command: bytes, locality: int = 0) -> bytes:
+        def _execute(self, command: bytes, locality: int) -> bytes:
             raise ZeroDivisionError
 
     with tis_class(Buggy()) as dev:

@@ -4,9 +4,10 @@ Every error derives from :class:`TpmDevError`, so ``except tpmdev.TpmDevError``
 catches anything this library raises on purpose. The subclasses say whose
 fault it was:
 
-* :class:`AccessError` -- the host called a device wrongly (offset outside the
-  region, a size that is not 1, 2 or 4, a value that is not an int or does not
-  fit). Guest behaviour never raises it: a guest may write anything anywhere.
+* :class:`AccessError` -- the host called a device or a backend wrongly (an
+  offset outside the region, a size that is not 1, 2 or 4, a value that is
+  not an int or does not fit; a command that is not bytes, a locality outside
+  0..4). Guest behaviour never raises it: a guest may write anything anywhere.
 * :class:`BackendError` -- the TPM behind the device failed (a process died, a
   socket stalled or answered garbage, a control command was refused).
 * :class:`ConfigurationError` -- a constructor got an option it cannot use
@@ -25,7 +26,8 @@ class TpmDevError(Exception):
 
 
 class AccessError(TpmDevError, ValueError):
-    """The host accessed a device region wrongly (offset, size or value)."""
+    """The host accessed a device region wrongly (offset, size or value), or
+    passed a backend an argument of the wrong type or range."""
 
 
 class BackendError(TpmDevError):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tpmdev.backends import Backend
 from tpmdev.backends.builtin import Builtin
-from tpmdev.errors import StateError
+from tpmdev.errors import AccessError, StateError
 from tpmdev.wire import TPM2_READCLOCK_PROBE, TPM12_GETTICKS_PROBE, version_from_probe
 
 PW = bytes.fromhex("40000009 0000 00 0000")
@@ -145,6 +145,21 @@ def test_cancel_from_another_thread_is_harmless(tpm: Builtin) -> None:
     tpm.reset()
 
 
+def test_cancel_has_nothing_to_stop() -> None:
+    # Commands run synchronously to their end: a cancel leaves no trace in
+    # the backend (no flag for a later command to find) and changes no response.
+    a, b = Builtin(seed=4), Builtin(seed=4)
+    before = dict(vars(a))
+    a.cancel()
+    assert vars(a) == before
+    for t in (a, b):
+        assert rc(t.execute(STARTUP_CLEAR)) == 0
+    a.cancel()
+    assert a.execute(cmd(0x8001, 0x17B, "0010")) == b.execute(cmd(0x8001, 0x17B, "0010"))
+    a.close()
+    a.cancel()  # after close too: nothing, no error
+
+
 def test_seed_makes_it_deterministic() -> None:
     def run(seed: int | None) -> list[bytes]:
         t = Builtin(seed=seed)
@@ -249,7 +264,11 @@ def test_locality_rules(tpm: Builtin, pcr: int, reset_ok: set[int], extend_ok: s
     for loc in range(5):
         assert rc(tpm.execute(reset, loc)) == (0 if loc in reset_ok else 0x907)
         assert rc(tpm.execute(extend(pcr, [("sha1", bytes(20))]), loc)) == (0 if loc in extend_ok else 0x907)
-    assert rc(tpm.execute(cmd(0x8001, 0x181), 5)) == 0x907  # no locality 5
+    # The engine answers a locality it does not know as a TPM would; the
+    # backend contract stops a host asking for one (localities are 0..4).
+    assert rc(tpm.engine.execute(cmd(0x8001, 0x181), 5)) == 0x907
+    with pytest.raises(AccessError, match="locality"):
+        tpm.execute(cmd(0x8001, 0x181), 5)
 
 
 ERRORS = [

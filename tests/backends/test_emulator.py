@@ -26,7 +26,7 @@ import pytest
 from tpmdev.backends import swtpm as s
 from tpmdev.backends.emulator import MAX_RESPONSE_SIZE, Emulator
 from tpmdev.backends.swtpm import Control
-from tpmdev.errors import BackendError, StateError
+from tpmdev.errors import AccessError, BackendError, StateError
 from tpmdev.wire import TPM2_READCLOCK_PROBE, is_selftest_done
 
 pytestmark = pytest.mark.usefixtures("no_leaked_swtpm")
@@ -42,6 +42,7 @@ TPM2_PCR_READ_10 = bytes.fromhex("8001 00000014 0000017e 00000001 000b 03 000400
 TPM12_STARTUP_CLEAR = bytes.fromhex("00c10000000c000000990001")
 TPM12_CONTINUE_SELF_TEST = bytes.fromhex("00c10000000a00000053")
 TPM12_GETRANDOM_8 = bytes.fromhex("00c10000000e0000004600000008")
+TPM12_TSC_RESET_ESTABLISHMENT_BIT = bytes.fromhex("00c10000000a4000000b")
 TPM2_RC_SUCCESS = bytes(4)
 TPM_RC_LOCALITY = 0x907
 TPM_RC_CANCELED = 0x909
@@ -246,13 +247,13 @@ def test_locality_reaches_the_tpm(spawn: Spawn) -> None:
 
 
 @pytest.mark.swtpm
-def test_bad_locality(spawn: Spawn) -> None:
+def test_bad_locality(spawn: Spawn, record: list[tuple[int, bytes]]) -> None:
     emu = powered(spawn(2))
-    with pytest.raises(s.ControlError) as info:
-        emu.execute(TPM2_GETRANDOM_8, 5)  # swtpm refuses: the command is not sent
-    assert info.value.result == s.TPM_BAD_LOCALITY
-    with pytest.raises(ValueError):
-        emu.execute(TPM2_GETRANDOM_8, -1)
+    record.clear()
+    for bad in (5, 255, -1, True, "0"):
+        with pytest.raises(AccessError, match="locality"):
+            emu.execute(TPM2_GETRANDOM_8, bad)  # type: ignore[arg-type]
+    assert record == []  # refused before anything was sent
     assert emu.failure is None
     assert rc(emu.execute(TPM2_GETRANDOM_8, 0)) == 0  # still in step
 
@@ -275,6 +276,67 @@ def test_established_flag_cache_and_reset(spawn: Spawn, record: list[tuple[int, 
     assert record == [(s.CMD_RESET_TPMESTABLISHED, bytes.fromhex("04000000"))]
     assert emu.get_established_flag() is False  # asked again after a reset
     assert codes(record)[-1] == "GET_TPMESTABLISHED"
+
+
+def control_hash(emu: Emulator, data: bytes) -> None:
+    """A DRTM sequence sent through the control channel directly, past the backend."""
+    assert rc(emu.execute(TPM2_GETRANDOM_8 if emu.tpm_version == 2 else TPM12_GETRANDOM_8, 4)) == 0
+    emu.control.hash_start()
+    emu.control.hash_data(data)
+    emu.control.hash_end()
+
+
+@pytest.mark.swtpm
+def test_established_cache_dropped_by_a_control_hash_sequence(
+    spawn: Spawn, record: list[tuple[int, bytes]]
+) -> None:
+    emu = powered(spawn(2))
+    assert emu.get_established_flag() is False  # cached from here
+    record.clear()
+    assert emu.get_established_flag() is False
+    assert record == []  # the cache answers
+    control_hash(emu, b"measured")  # not through the backend: the cache must not be stale
+    assert emu.get_established_flag() is True
+    assert codes(record)[-1] == "GET_TPMESTABLISHED"
+
+
+@pytest.mark.swtpm
+def test_established_cache_dropped_by_a_machine_reset(spawn: Spawn, record: list[tuple[int, bytes]]) -> None:
+    # swtpm's CMD_INIT powers on from a stored volatile state, which carries
+    # the flag: after a reset the flag may be another, and is asked again.
+    emu = powered(spawn(2))
+    emu.hash_sequence(b"launch")
+    assert emu.get_established_flag() is True
+    emu.store_volatile()  # the stored volatile state says "established"
+    emu.reset_established_flag(4)  # last locality 4 (the hash sequence)
+    assert emu.get_established_flag() is False
+    assert emu.get_established_flag() is False  # cached
+    emu.startup(min(emu.get_buffer_size(), 4096))  # the device's reset sequence
+    record.clear()
+    assert emu.get_established_flag() is True
+    assert codes(record) == ["GET_TPMESTABLISHED"]
+
+
+@pytest.mark.swtpm
+def test_established_cache_dropped_by_a_state_load(spawn: Spawn) -> None:
+    emu = powered(spawn(2))
+    clear = emu.get_state()
+    emu.hash_sequence(b"launch")
+    established = emu.get_state()
+    assert emu.get_established_flag() is True
+    emu.set_state(clear)
+    assert emu.get_established_flag() is False
+    emu.set_state(established)
+    assert emu.get_established_flag() is True
+
+
+@pytest.mark.swtpm
+def test_established_cache_dropped_by_tpm12_tsc_reset_establishment_bit(spawn: Spawn) -> None:
+    emu = powered(spawn(1))
+    emu.hash_sequence(b"launch")
+    assert emu.get_established_flag() is True  # cached
+    assert rc(emu.execute(TPM12_TSC_RESET_ESTABLISHMENT_BIT, 3)) == 0  # a command resets it
+    assert emu.get_established_flag() is False
 
 
 @pytest.mark.swtpm
@@ -538,6 +600,63 @@ def test_no_swtpm_survives_the_interpreter(swtpm_bin: str, tmp_path: Path) -> No
     while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not pid_alive(pid)
+
+
+_HOST = """
+import sys, time
+from tpmdev.backends.emulator import Emulator
+emu = Emulator.spawn(None if sys.argv[1] == "private" else sys.argv[1], 2, timeout=10)
+emu.startup(4096)
+emu.execute(bytes.fromhex("80010000000c000001440000"))
+print(emu.pid, emu._res.guard.pid, emu.state_dir, emu._res.ctrl_path, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.swtpm
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("where", ["private", "given"])
+def test_spawned_swtpm_ends_with_its_host(tmp_path: Path, how: signal.Signals, where: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    state_arg = "private" if where == "private" else str(tmp_path / "state")
+    host = subprocess.Popen(
+        [sys.executable, "-c", _HOST, state_arg], stdout=subprocess.PIPE, text=True, env=env
+    )  # fmt: skip
+    try:
+        assert host.stdout is not None
+        pid_text, guard_text, state_dir, ctrl_path = host.stdout.readline().split()
+        pid, guard = int(pid_text), int(guard_text)
+        assert pid_alive(pid) and pid_alive(guard) and os.path.exists(ctrl_path)
+        host.send_signal(how)  # the host never gets to close its Emulator
+        assert host.wait(10) == -how
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (
+            pid_alive(pid) or pid_alive(guard) or os.path.exists(ctrl_path)
+            or (where == "private" and os.path.exists(state_dir))
+        ):  # fmt: skip
+            time.sleep(0.05)
+        assert not pid_alive(pid), "swtpm outlived its host"
+        assert not pid_alive(guard)
+        assert not os.path.exists(ctrl_path)
+        if where == "private":
+            assert not os.path.exists(state_dir), "the private state directory outlived the host"
+        else:
+            assert os.path.isfile(os.path.join(state_dir, "tpm2-00.permall"))  # the TPM's state stays
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        if host.stdout is not None:
+            host.stdout.close()
+
+
+@pytest.mark.swtpm
+def test_guard_leaves_when_the_emulator_closes(spawn: Spawn) -> None:
+    emu = spawn(2)
+    guard = emu._res.guard
+    assert guard is not None and guard.poll() is None
+    emu.close()
+    assert guard.returncode == 0  # told "done" and waited for: no zombie, nothing left running
 
 
 # -- faults with a fake data side ------------------------------------------------

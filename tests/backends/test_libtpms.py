@@ -246,6 +246,38 @@ def test_tpm12_hash_before_startup_is_refused(open_tpm: OpenTpm) -> None:
         tpm.hash_start()
 
 
+def test_established_flag_is_read_from_the_tpm_each_time(open_tpm: OpenTpm) -> None:
+    # No copy to go stale: a change made past the backend shows at once.
+    tpm = started(open_tpm)
+    assert tpm.get_established_flag() is False
+    s = tpm._s
+    with s.lock:
+        s.locality = 4
+        assert s.api.TPM_IO_Hash_Start() == 0  # straight into libtpms
+        assert s.api.TPM_IO_Hash_End() == 0
+    assert tpm.get_established_flag() is True
+    tpm.reset_established_flag(3)
+    assert tpm.get_established_flag() is False
+    tpm.hash_start()
+    tpm.hash_end()
+    state = tpm.get_state()  # the volatile blob carries the flag
+    tpm.reset_established_flag(4)
+    assert tpm.get_established_flag() is False
+    tpm.set_state(state)
+    assert tpm.get_established_flag() is True
+    tpm.startup(0)  # a machine reset keeps the flag, as swtpm's INIT does
+    assert tpm.get_established_flag() is True
+
+
+def test_tpm12_established_flag_follows_tsc_reset_establishment_bit(open_tpm: OpenTpm) -> None:
+    tpm = started(open_tpm, 1)
+    tpm.hash_start()
+    tpm.hash_end()
+    assert tpm.get_established_flag() is True
+    ok(tpm.execute(bytes.fromhex("00c10000000a4000000b"), 3))  # TSC_ResetEstablishmentBit
+    assert tpm.get_established_flag() is False
+
+
 def test_established_flag_never_takes_the_command_lock(open_tpm: OpenTpm) -> None:
     tpm = started(open_tpm)
     with tpm._s.lock:  # as while a command runs
@@ -355,14 +387,19 @@ def test_set_state_refuses_bad_blobs_and_keeps_running(open_tpm: OpenTpm) -> Non
     good = tpm.get_state()
     with pytest.raises(StateError, match="not a swtpm state blob"):
         tpm.set_state({"permanent": b"garbage"})
-    with pytest.raises(StateError, match="unknown state blob"):
+    with pytest.raises(StateError, match="unknown state keys"):
         tpm.set_state({"nvram": good["permanent"]})
     with pytest.raises(StateError, match="no savestate"):
         tpm.set_state({"savestate": good["volatile"]})
     with pytest.raises(StateError, match="libtpms refused the volatile state blob"):
         tpm.set_state({"volatile": wrap_state_blob(b"\x00" * 100)})
+    raw = unwrap_state_blob(good["permanent"])
+    with pytest.raises(StateError, match="permanent state blob is truncated"):
+        tpm.set_state({"permanent": wrap_state_blob(raw[:-40])})  # our check
+    # the first compile-time constant libtpms wrote differs from its own: libtpms' check
+    other_build = raw[:20] + b"\xff" * 4 + raw[24:]
     with pytest.raises(StateError, match="libtpms refused the permanent state blob"):
-        tpm.set_state({"permanent": wrap_state_blob(unwrap_state_blob(good["permanent"])[:-40])})
+        tpm.set_state({"permanent": wrap_state_blob(other_build)})
     assert pcr2(tpm, 16) == before  # the previous state came back
     ok(tpm.execute(C.tpm2_get_random(8)))
 
@@ -455,6 +492,45 @@ def test_second_instance_is_refused_until_the_first_closes(open_tpm: OpenTpm) ->
     first.close()
     second = open_tpm(1)
     ok(second.execute(C.tpm12_startup()))
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_new_instance_does_not_inherit_the_buffer_size(open_tpm: OpenTpm, version: int) -> None:
+    first = open_tpm(version)
+    default = first.get_buffer_size()
+    assert default == first.buffer_size_limits[1] == 4096
+    first.startup(3968)
+    assert first.get_buffer_size() == 3968
+    first.close()
+    second = open_tpm(version)
+    assert second.get_buffer_size() == default
+
+
+def test_new_instance_does_not_inherit_the_established_flag(open_tpm: OpenTpm) -> None:
+    first = started(open_tpm)
+    first.hash_start()
+    first.hash_end()
+    assert first.get_established_flag() is True
+    first.close()
+    second = open_tpm(2)
+    assert second.get_established_flag() is False
+    ok(second.execute(C.tpm2_startup()))
+    assert second.get_established_flag() is False
+
+
+def test_new_instance_on_a_stored_volatile_state_keeps_its_flag(open_tpm: OpenTpm, tmp_path: Path) -> None:
+    # The defaults are set before the TPM powers on: a volatile state found
+    # then (swtpm's CMD_STORE_VOLATILE) still brings its flag along.
+    first = started(open_tpm, 2, tmp_path)
+    first.hash_start()
+    first.hash_end()
+    volatile = unwrap_state_blob(first.get_state()["volatile"])
+    first.close()
+    # swtpm's unencrypted state file: 10-byte header, then a data TLV
+    header = struct.pack(">BBHHI", 2, 1, 10, 0, 10 + 6 + len(volatile))
+    (tmp_path / "tpm2-00.volatilestate").write_bytes(header + struct.pack(">HI", 1, len(volatile)) + volatile)
+    second = open_tpm(2, tmp_path)
+    assert second.get_established_flag() is True
 
 
 def test_closed_backend_raises_state_error(open_tpm: OpenTpm) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tpmdev.backends import swtpm as s
 from tpmdev.backends.swtpm import Control, ControlError
-from tpmdev.errors import BackendError
+from tpmdev.errors import AccessError, BackendError
 
 pytestmark = pytest.mark.usefixtures("no_leaked_swtpm")
 
@@ -524,7 +524,7 @@ def test_unsolicited_bytes_break_the_channel(peer: Peer) -> None:
 
 def test_call_checks_request_type(peer: Peer) -> None:
     ctrl = peer.ctrl
-    with pytest.raises(TypeError, match="LocalityRequest"):
+    with pytest.raises(AccessError, match="LocalityRequest"):
         ctrl.call(s.CMD_SET_LOCALITY, s.InitRequest(0))
     with pytest.raises(ValueError):
         ctrl.set_locality(300)
@@ -587,6 +587,34 @@ def test_real_error_results(control_for: ControlFor) -> None:
     ctrl.stop()
     with pytest.raises(ControlError):
         ctrl.get_tpm_established()
+
+
+@pytest.mark.swtpm
+def test_real_changes_count_what_may_change_the_tpm(control_for: ControlFor) -> None:
+    ctrl, _ = control_for(2)
+    assert ctrl.changes == 0
+    ctrl.get_capability()
+    ctrl.set_locality(4)
+    ctrl.init()
+    assert ctrl.changes == 1  # INIT
+    ctrl.get_tpm_established()
+    ctrl.get_config()
+    ctrl.get_stateblob(s.PTM_BLOB_TYPE_PERMANENT)
+    ctrl.store_volatile()
+    ctrl.cancel_tpm_cmd()
+    ctrl.set_buffersize(0)
+    assert ctrl.changes == 1  # none of these changes the TPM
+    ctrl.hash_start()
+    ctrl.hash_data(b"abc")
+    ctrl.exchange(s.CMD_HASH_END, b"", 4)  # counted however it is sent
+    assert ctrl.changes == 4
+    with pytest.raises(ControlError):
+        ctrl.reset_tpm_established(0)  # refused: nothing changed
+    assert ctrl.changes == 4
+    ctrl.reset_tpm_established(4)
+    ctrl.stop()
+    assert ctrl.changes == 6
+    assert all(code in s.COMMANDS for code in s.STATE_PRESERVING_COMMANDS)
 
 
 @pytest.mark.swtpm

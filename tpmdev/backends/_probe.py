@@ -55,7 +55,7 @@ import logging
 import struct
 from typing import Callable, Optional
 
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, check_tpm_version
 from tpmdev.errors import BackendError
 from tpmdev.wire import (
     HEADER_SIZE,
@@ -139,11 +139,9 @@ def version_from_answer(answer: bytes, probe: bytes) -> int:
 
 def buffer_size_probe(tpm_version: int) -> bytes:
     """The command QEMU sends to learn the buffer size of a TPM *tpm_version*."""
-    if tpm_version == 2:
+    if check_tpm_version(tpm_version) == 2:
         return TPM2_BUFFER_SIZE_PROBE
-    if tpm_version == 1:
-        return TPM12_BUFFER_SIZE_PROBE
-    raise ValueError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), got {tpm_version!r}")
+    return TPM12_BUFFER_SIZE_PROBE
 
 
 def buffer_size_from_answer(answer: bytes, tpm_version: int) -> Optional[int]:

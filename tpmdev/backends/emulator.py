@@ -104,7 +104,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Union
 
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, STATE_KEYS, Backend, check_timeout
+from tpmdev.backends.base import (
+    DEFAULT_BUFFER_SIZE,
+    MAX_RESPONSE_SIZE,
+    STATE_KEYS,
+    Backend,
+    as_bytes,
+    check_locality,
+    check_path,
+    check_timeout,
+    check_tpm_version,
+)
 from tpmdev.backends.swtpm import (
     BLOB_TYPE_NAMES,
     PTM_BLOB_TYPE_PERMANENT,
@@ -178,6 +188,7 @@ _AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _CTRL_NAME = "swtpm-ctrl.sock"
 _DATA_NAME = "swtpm-data.sock"
 _NO_LOCALITY = 0xFF  # QEMU starts with an all-ones locality: none used yet
+_TSC_RESET_ESTABLISHMENT_BIT = bytes.fromhex("4000000b")  # TPM 1.2 ordinal
 _KILL_GRACE = 2.0  # seconds a process gets to exit after SIGTERM
 _REFUSED_GRACE = 0.5  # seconds a refused connection is retried (swtpm binds, then listens)
 
@@ -194,6 +205,80 @@ class _Resources:
     state_tmpdir: str | None = None  # a private state directory (spawn(None)), removed last
     ctrl_path: str | None = None  # removed on release when we spawned swtpm
     data_path: str | None = None  # likewise, for --server type=unixio
+    state_dir: str | None = None  # the state directory of a spawned swtpm
+    guard: subprocess.Popen[bytes] | None = None  # see _start_guard
+    guard_fd: int = -1  # our end of the guard's pipe
+
+
+# The guard of a spawned swtpm: a tiny shell process in its own session that
+# waits for end of file on a pipe only this process can write to. The host
+# closes the pipe in _release after "done" (it has ended swtpm and removed
+# the files itself); a host that dies however it dies (SIGKILL, SIGTERM, a
+# crash) closes it without "done", and the guard then gives swtpm -- which
+# ends by itself with --terminate once its data peer is gone -- two seconds,
+# kills its process group, waits, and removes what spawn created: the private
+# directories and the socket files. $1 is swtpm's pid; then "dir:PATH" and
+# "sock:PATH" arguments.
+_GUARD_SCRIPT = """
+read -r word
+[ "$word" = done ] && exit 0
+i=0
+while kill -0 "$1" 2>/dev/null && [ "$i" -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+kill -s KILL -- "-$1" 2>/dev/null
+i=0
+while kill -0 "$1" 2>/dev/null && [ "$i" -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
+shift
+for p do
+    case $p in
+        dir:*) rm -rf -- "${p#dir:}" ;;
+        sock:*) if [ -S "${p#sock:}" ]; then rm -f -- "${p#sock:}"; fi ;;
+    esac
+done
+"""
+_GUARD_WAIT = 5.0  # seconds close() waits for the guard to take "done"
+
+
+def _start_guard(res: _Resources) -> None:
+    """Start the guard of the swtpm just spawned (see _GUARD_SCRIPT)."""
+    proc = res.process
+    assert proc is not None
+    paths = [f"dir:{d}" for d in (res.tmpdir, res.state_tmpdir) if d is not None]
+    paths += [f"sock:{p}" for p in (res.ctrl_path, res.data_path) if p is not None]
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    try:
+        res.guard = subprocess.Popen(
+            ["/bin/sh", "-c", _GUARD_SCRIPT, "tpmdev-swtpm-guard", str(proc.pid), *paths],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(write_end)
+        raise BackendError(f"cannot start the guard process of swtpm ({exc.strerror or exc})") from None
+    finally:
+        os.close(read_end)
+    res.guard_fd = write_end
+
+
+def _release_guard(res: _Resources, swtpm_ended: bool) -> None:
+    """Dismiss the guard: "done" when swtpm has ended and the files are gone."""
+    fd, res.guard_fd = res.guard_fd, -1
+    guard, res.guard = res.guard, None
+    if fd < 0:
+        return
+    try:
+        if swtpm_ended:
+            os.write(fd, b"done\n")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    if guard is not None and swtpm_ended:
+        try:
+            guard.wait(_GUARD_WAIT)
+        except subprocess.TimeoutExpired:
+            log.warning("the guard of swtpm (pid %d) did not exit", guard.pid)
 
 
 def _release(res: _Resources, wait_exit: float) -> None:
@@ -229,6 +314,7 @@ def _release(res: _Resources, wait_exit: float) -> None:
                     os.unlink(path)
             except OSError:
                 pass
+    _release_guard(res, proc is None or proc.poll() is not None)
 
 
 def _end_process(proc: subprocess.Popen[bytes], wait_exit: float) -> None:
@@ -305,7 +391,7 @@ class Emulator(Backend):
         data_end = _endpoint(data_path, data_address, "data_address")
         assert ctrl_end is not None
         deadline = time.monotonic() + timeout
-        res = _Resources(ctrl_path=os.fspath(ctrl_path) if ctrl_path is not None else None)
+        res = _Resources(ctrl_path=ctrl_end[1] if ctrl_path is not None else None)
         try:
             ctrl = _connect(ctrl_end, deadline, "control")
             res.ctrl = ctrl
@@ -324,12 +410,11 @@ class Emulator(Backend):
         self._finalizer = weakref.finalize(self, _release, res, 0.0)
         self._data_lock = threading.Lock()
         self._control = Control(sock, timeout=timeout)
-        self._failure: str | None = None
         self._locality = _NO_LOCALITY
         self._started = False  # startup() ran (explicitly or implicitly)
         self._initialised = False  # a CMD_INIT succeeded: SHUTDOWN at close
         self._buffer_size = 0  # 0 = not learned yet
-        self._established: bool | None = None  # cached flag
+        self._established: tuple[int, bool] | None = None  # (control.changes, flag)
         self._caps = 0
         self._version = 0
         try:
@@ -517,13 +602,25 @@ class Emulator(Backend):
         with ``file=``, since its first socket releases), so nothing is
         checked for them.
         """
-        if tpm_version not in (1, 2):
-            raise ConfigurationError(f"tpm_version must be 1 or 2, got {tpm_version!r}")
+        tpm_version = check_tpm_version(tpm_version)
         timeout = check_timeout(timeout)
         if startup is not None and startup not in STARTUP_MODES:
             raise ConfigurationError(f"startup must be None or one of {STARTUP_MODES}, got {startup!r}")
         if data_channel not in DATA_CHANNELS:
             raise ConfigurationError(f"data_channel must be one of {DATA_CHANNELS}, got {data_channel!r}")
+        if log_level is not None and (isinstance(log_level, bool) or not isinstance(log_level, int)):
+            raise ConfigurationError(f"log_level must be an int or None, got {log_level!r}")
+        if isinstance(extra_args, (str, bytes)) or not all(isinstance(a, str) for a in extra_args):
+            raise ConfigurationError(f"extra_args must be a sequence of str, got {extra_args!r}")
+        state_path = check_path(state_dir, "state_dir") if state_dir is not None else None
+        key_files = {
+            name: os.path.abspath(check_path(path, name))
+            for name, path in (("migration_key", migration_key), ("key", key))
+            if path is not None
+        }
+        log_path = check_path(log_file, "log_file") if log_file is not None else None
+        if not isinstance(swtpm, str) or not swtpm:
+            raise ConfigurationError(f"swtpm must be the name or path of the swtpm executable, got {swtpm!r}")
         exe = shutil.which(swtpm)
         if exe is None:
             raise BackendError(
@@ -531,20 +628,22 @@ class Emulator(Backend):
                 "(Debian/Ubuntu: apt-get install swtpm) or pass swtpm=<path>"
             )
         _check_features(exe, tpm_version, startup)
-        private_state = state_dir is None
-        state = "" if state_dir is None else os.path.abspath(os.fspath(state_dir))
-        key_files = {
-            name: os.path.abspath(os.fspath(path))
-            for name, path in (("migration_key", migration_key), ("key", key))
-            if path is not None
-        }
+        private_state = state_path is None
         for name, path in key_files.items():
             if not os.path.isfile(path):
                 raise ConfigurationError(f"{name} {path!r} is not a file")
-        if private_state:
+        if state_path is None:
             state = tempfile.mkdtemp(prefix="tpmdev-swtpm-")
-        os.makedirs(state, exist_ok=True)
-        res = _Resources(state_tmpdir=state if private_state else None)
+        else:
+            state = os.path.abspath(state_path)
+            try:
+                os.makedirs(state, exist_ok=True)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot use {state!r} as the TPM state directory ({exc.strerror or exc}); "
+                    "give a directory (created if missing)"
+                ) from None
+        res = _Resources(state_dir=state, state_tmpdir=state if private_state else None)
         try:
             ctrl_path = os.path.join(state, _CTRL_NAME)
             data_path = os.path.join(state, _DATA_NAME)
@@ -557,7 +656,7 @@ class Emulator(Backend):
                         f"no short enough directory for the swtpm control socket ({ctrl_path!r}); "
                         "set TMPDIR to a shorter path"
                     )
-            for path in (state, ctrl_path, *key_files.values(), os.fspath(log_file or "")):
+            for path in (state, ctrl_path, *key_files.values(), log_path or ""):
                 if "," in path:
                     # swtpm splits option values at commas and has no escape.
                     raise BackendError(f"swtpm cannot take a path containing ',': {path!r}")
@@ -582,12 +681,16 @@ class Emulator(Backend):
                 args += ["--migration-key", f"file={key_files['migration_key']},mode=aes-cbc"]
             if "key" in key_files:
                 args += ["--key", f"file={key_files['key']},mode=aes-cbc"]
-            if log_file is not None or log_level is not None:
-                opts = [f"file={os.fspath(log_file)}" if log_file is not None else "fd=2"]
+            if log_path is not None or log_level is not None:
+                opts = [f"file={log_path}" if log_path is not None else "fd=2"]
                 if log_level is not None:
-                    opts.append(f"level={int(log_level)}")
+                    opts.append(f"level={log_level}")
                 args += ["--log", ",".join(opts)]
-            args += [str(a) for a in extra_args]
+            # End when our end of the data channel goes away, so a host that
+            # dies (even by SIGKILL) leaves no TPM behind; the guard below
+            # removes the files.
+            args.append("--terminate")
+            args += list(extra_args)
             # swtpm's own messages go to a temporary file: a pipe nobody
             # drains could block it, and they explain an early exit.
             res.output = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as swtpm)
@@ -601,6 +704,7 @@ class Emulator(Backend):
                 )
             except OSError as exc:
                 raise BackendError(f"cannot start {exe!r} ({exc.strerror or exc})") from None
+            _start_guard(res)
             deadline = time.monotonic() + timeout
             sock = _wait_connect(res, (socket.AF_UNIX, ctrl_path), deadline, "control", timeout)
             res.ctrl = sock
@@ -640,6 +744,12 @@ class Emulator(Backend):
         return self._res.process
 
     @property
+    def state_dir(self) -> str | None:
+        """The state directory of the swtpm :meth:`spawn` started (a private
+        temporary one for ``spawn(None)``), None if not spawned here."""
+        return self._res.state_dir
+
+    @property
     def control(self) -> Control:
         """The control-channel client (for commands the backend does not wrap)."""
         return self._control
@@ -652,13 +762,12 @@ class Emulator(Backend):
         return self._failure
 
     # -- power and reset ----------------------------------------------------
-    def get_buffer_size(self) -> int:
+    def _get_buffer_size(self) -> int:
         """CMD_STOP + CMD_SET_BUFFERSIZE(0); 4096 if swtpm cannot say.
 
         As in QEMU's reset sequence, this stops the TPM: :meth:`startup`
         powers it on again (or the next command does, implicitly).
         """
-        self._check_open()
         try:
             self._control.stop()
             self._started = False
@@ -669,14 +778,12 @@ class Emulator(Backend):
         self._buffer_size = size
         return size
 
-    def startup(self, buffer_size: int = 0) -> None:
+    def _startup(self, buffer_size: int) -> None:
         """Power on: CMD_STOP + CMD_SET_BUFFERSIZE(n) (n != 0), CMD_INIT(0).
 
         The TPM then waits for TPM(2)_Startup from the guest. Raises
         :class:`tpmdev.BackendError` if swtpm refuses.
         """
-        self._check_open()
-        self._check_usable()
         if buffer_size:
             self._control.stop()
             self._buffer_size, _, _ = self._control.set_buffersize(buffer_size)
@@ -684,7 +791,7 @@ class Emulator(Backend):
         self._initialised = True
         self._started = True
 
-    def reset(self) -> None:
+    def _reset(self) -> None:
         """Machine reset: wait for a command in flight to finish (bounded by
         the command's own timeout), as QEMU's backend reset does."""
         with self._data_lock:
@@ -693,33 +800,25 @@ class Emulator(Backend):
     def _implicit_startup(self) -> None:
         # Convenience for hosts that skip the reset sequence; see module doc.
         log.debug("no startup() before first use; powering the TPM on implicitly")
-        self.get_buffer_size()
-        self.startup(0)
+        self._get_buffer_size()
+        self._startup(0)
 
     # -- commands -------------------------------------------------------------
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, cmd: bytes, locality: int) -> bytes:
         """Run one TPM command at *locality*; return the whole response.
 
         Raises :class:`tpmdev.BackendError` if it cannot run (see the module
-        documentation), :class:`tpmdev.StateError` after :meth:`close`.
+        documentation).
         """
-        # The hot path: cheap checks first, the rare cases behind them.
-        cmd = command if type(command) is bytes else bytes(command)
-        if type(locality) is not int or not 0 <= locality <= 0xFF:
-            if not isinstance(locality, int) or not 0 <= locality <= 0xFF:
-                raise ValueError(f"locality must be an int 0..255, got {locality!r}")
         n = len(cmd)
         if n < HEADER_SIZE:
-            self._check_open()
             raise BackendError(
                 f"TPM command of {n} bytes is shorter than a header; not sent "
                 "(swtpm would wait for more bytes)"
             )
         with self._data_lock:
-            if self._closed:
-                self._check_open()
-            if self._failure is not None or self._control.broken is not None:
-                self._check_usable()
+            if self._closed or self._failure is not None or self._control.broken is not None:
+                self._check_usable()  # closed or failed while we waited for the lock
             if not self._started:
                 self._implicit_startup()
             limit = self._buffer_size or DEFAULT_BUFFER_SIZE
@@ -729,20 +828,23 @@ class Emulator(Backend):
                 self._control_call(self._control.set_locality, locality)
                 self._locality = locality
             try:
-                return self._exchange(cmd)
+                response = self._exchange(cmd)
             except BackendError as exc:
                 if self._closed:
                     raise BackendError("the backend was closed while a command was running") from None
                 self._fail(str(exc))
                 raise
+            if cmd[6:10] == _TSC_RESET_ESTABLISHMENT_BIT and self._version == 1:
+                self._established = None  # TPM 1.2 resets the flag with a command
+            return response
 
-    def cancel(self) -> None:
+    def _cancel(self) -> None:
         """CMD_CANCEL_TPM_CMD, if swtpm can; callable while execute() waits.
 
         Never raises for swtpm's answer: a refused or failed cancel is
         logged (QEMU reports it and carries on).
         """
-        if self._closed or not self._caps & PTM_CAP_CANCEL_TPM_CMD:
+        if not self._caps & PTM_CAP_CANCEL_TPM_CMD:
             return
         try:
             self._control.cancel_tpm_cmd()
@@ -750,27 +852,36 @@ class Emulator(Backend):
             log.warning("swtpm could not cancel the command: %s", exc)
 
     # -- established flag ---------------------------------------------------
-    def get_established_flag(self) -> bool:
-        """CMD_GET_TPMESTABLISHED once, then the cached answer.
+    def _get_established_flag(self) -> bool:
+        """CMD_GET_TPMESTABLISHED, then the cached answer while it is current.
+
+        The cache is QEMU's, kept current where QEMU's is not: it holds only
+        while no control command that may change the TPM's state has been
+        sent since (:attr:`Control.changes <tpmdev.backends.swtpm.Control.
+        changes>`: INIT, STOP, HASH_*, SET_STATEBLOB, RESET_TPMESTABLISHED,
+        ..., also sent through :attr:`control` directly), and a TPM 1.2
+        TSC_ResetEstablishmentBit command drops it. A machine reset (INIT)
+        or a state load therefore makes the next read ask swtpm again.
 
         Raises :class:`tpmdev.BackendError` if swtpm cannot answer; nothing
         is cached then, so the next call asks again (QEMU reports the flag as
         not established and asks again at the next read; the TIS does that
         with this error).
         """
-        self._check_open()
-        if self._established is not None:
-            return self._established
+        cached = self._established
+        if cached is not None and cached[0] == self._control.changes:
+            return cached[1]
         if not self._started:
             with self._data_lock:
                 if not self._started:
                     self._check_usable()
                     self._implicit_startup()
+        changes = self._control.changes
         flag = self._control.get_tpm_established()
-        self._established = flag
+        self._established = (changes, flag)
         return flag
 
-    def reset_established_flag(self, locality: int) -> None:
+    def _reset_established_flag(self, locality: int) -> None:
         """CMD_RESET_TPMESTABLISHED (TPM 2.0; nothing for TPM 1.2).
 
         QUIRK (QEMU): the locality sent is the one of the last command run,
@@ -780,7 +891,6 @@ class Emulator(Backend):
         The padding bytes are zeros where QEMU 7.2 sends garbage; swtpm
         0.7.1 ignores them, but results could differ with another swtpm.
         """
-        self._check_open()
         if self._version != 2:
             return
         del locality  # deliberately unused, see the docstring
@@ -788,8 +898,6 @@ class Emulator(Backend):
             self._control.reset_tpm_established(self._locality)
         except BackendError as exc:
             log.warning("swtpm did not reset the TPM established flag: %s", exc)
-            return
-        self._established = None
 
     # -- state (migration, snapshots) ------------------------------------------
     def get_state_blobs(self) -> dict[str, StateBlob]:
@@ -800,9 +908,8 @@ class Emulator(Backend):
         blob (result with bit 0x800) is an empty :class:`StateBlob` that
         keeps the result. The TPM must be running (else ControlError 0x0A).
         """
-        self._check_open()
+        self._check_usable()
         with self._data_lock:
-            self._check_open()
             self._check_usable()
             blobs: dict[str, StateBlob] = {}
             for blob_type in _BLOB_ORDER:
@@ -811,7 +918,7 @@ class Emulator(Backend):
                 blobs[blob.name] = blob
             return blobs
 
-    def get_state(self) -> dict[str, bytes]:
+    def _get_state(self) -> dict[str, bytes]:
         """``{"permanent", "volatile", "savestate"}`` blobs, as :meth:`get_state_blobs`.
 
         The flags are dropped: blobs asked for decrypted come back with
@@ -831,10 +938,19 @@ class Emulator(Backend):
         wrong migration key) the TPM is left stopped: load another state
         or call :meth:`startup`.
         """
-        self._check_open()
-        blobs = _state_blobs(state)
+        super().set_state(state)
+
+    def _state_value(self, key: str, value: object) -> StateBlob:
+        blob_type = _BLOB_TYPES[key]
+        if isinstance(value, StateBlob):
+            if value.type != blob_type:
+                raise StateError(f"state[{key!r}] is a {value.name} blob")
+            return value
+        return StateBlob(blob_type, 0, super()._state_value(key, value))
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        blobs = [state.get(BLOB_TYPE_NAMES[t], StateBlob(t, 0, b"")) for t in _BLOB_ORDER]
         with self._data_lock:
-            self._check_open()
             self._check_usable()
             self._started = False
             self._control.stop()
@@ -843,8 +959,6 @@ class Emulator(Backend):
                     self._control.set_stateblob(blob.type, blob.data, blob.state_flags)
             self._control.init(PTM_INIT_FLAG_DELETE_VOLATILE)
             self._started = self._initialised = True
-            # Ask swtpm again for what the loaded state says.
-            self._established = None
             self._locality = _NO_LOCALITY
 
     def store_volatile(self) -> None:
@@ -860,6 +974,7 @@ class Emulator(Backend):
 
     def hash_data(self, data: bytes) -> None:
         """CMD_HASH_DATA, chunked as the protocol allows."""
+        data = as_bytes(data, "data")
         self._check_open()
         self._control.hash_data(data)
 
@@ -867,7 +982,6 @@ class Emulator(Backend):
         """CMD_HASH_END; the established flag is asked again afterwards."""
         self._check_open()
         self._control.hash_end()
-        self._established = None
 
     def hash_sequence(self, data: bytes, locality: int = 4) -> None:
         """A dynamic root of trust measurement: HASH_START, DATA, END at *locality*.
@@ -876,9 +990,9 @@ class Emulator(Backend):
         of *data* (TPM 2.0: SHA-256 bank ``H(0..0 || H(data))``), and sets
         the established flag. Waits for a command in flight first.
         """
-        self._check_open()
+        data = as_bytes(data, "data")
+        locality = check_locality(locality)
         with self._data_lock:
-            self._check_open()
             self._check_usable()
             if not self._started:
                 self._implicit_startup()
@@ -888,7 +1002,6 @@ class Emulator(Backend):
             self._control.hash_start()
             self._control.hash_data(data)
             self._control.hash_end()
-            self._established = None
 
     # -- information --------------------------------------------------------
     def get_config(self) -> int:
@@ -934,15 +1047,10 @@ class Emulator(Backend):
                 self._data_lock.release()
 
     # -- internals ------------------------------------------------------------
-    def _check_usable(self) -> None:
-        reason = self.failure
-        if reason is not None:
-            raise BackendError(f"swtpm backend failed earlier ({reason}); create a new backend")
-
     def _fail(self, reason: str) -> None:
         if self._failure is None:
-            self._failure = reason
             log.error("swtpm backend failed: %s", reason)
+        super()._fail(reason)
 
     def _control_call(self, method: Callable[[int], None], arg: int) -> None:
         # A refusal (ControlError) is an answer; a transport failure is fatal.
@@ -981,28 +1089,6 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-def _state_blobs(state: Mapping[str, StateValue]) -> list[StateBlob]:
-    """Check a set_state() mapping; return its blobs in load order."""
-    if not isinstance(state, Mapping):
-        raise StateError(f"state must be a mapping of {STATE_KEYS}, got {type(state).__name__}")
-    unknown = sorted(set(state) - set(STATE_KEYS))
-    if unknown:
-        raise StateError(f"unknown state keys {unknown}; the keys are {STATE_KEYS}")
-    blobs = []
-    for blob_type in _BLOB_ORDER:
-        name = BLOB_TYPE_NAMES[blob_type]
-        value = state.get(name, b"")
-        if isinstance(value, StateBlob):
-            if value.type != blob_type:
-                raise StateError(f"state[{name!r}] is a {value.name} blob")
-            blobs.append(value)
-        elif isinstance(value, (bytes, bytearray, memoryview)):
-            blobs.append(StateBlob(blob_type, 0, bytes(value)))
-        else:
-            raise StateError(f"state[{name!r}] must be bytes or a StateBlob, not {type(value).__name__}")
-    return blobs
-
-
 def _check_features(exe: str, tpm_version: int, startup: str | None) -> None:
     """Refuse spawn options the swtpm executable does not list."""
     info = binary_features(exe)
@@ -1026,7 +1112,7 @@ def _endpoint(
     path: str | os.PathLike[str] | None, address: tuple[str, int] | None, name: str
 ) -> _Endpoint | None:
     if path is not None:
-        return (socket.AF_UNIX, os.fspath(path))
+        return (socket.AF_UNIX, check_path(path, name.replace("address", "path")))
     if address is None:
         return None
     try:

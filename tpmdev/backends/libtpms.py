@@ -54,8 +54,32 @@ before the command started is lost, as on real hardware; the command then
 ends with TPM_RC_CANCELED (0x909) if it polled the flag. TPM 1.2 in libtpms
 cannot cancel (``TPMLIB_CancelCommand`` answers TPM_FAIL); :meth:`cancel` is
 then a no-op. ctypes releases the GIL while libtpms runs, so another thread
-can cancel, and :meth:`get_established_flag` answers from a cache refreshed
-after every operation, never waiting for a running command.
+can cancel, and :meth:`get_established_flag` reads the TPM's own flag
+(``TPM_IO_TpmEstablished_Get``, a variable libtpms only reads there) at
+every call without waiting for a running command: nothing is cached, nothing
+goes stale. Both take a second lock that is held only while the TPM powers
+on or off.
+
+One TPM per process
+-------------------
+libtpms keeps the buffer size, the TPM 2.0 established flag and blobs
+handed to ``TPMLIB_SetState`` in static variables that survive
+``TPMLIB_Terminate``. A new :class:`Libtpms` puts them back to libtpms'
+defaults before it powers the TPM on, so nothing leaks from an earlier
+instance in the same process.
+
+Trust
+-----
+In process, the TPM trusts its state: a state blob is unmarshalled by
+libtpms inside this process, and libtpms does not check everything it later
+relies on. :meth:`Libtpms.set_state` checks what can be checked first
+(libtpms' own digests of TPM 1.2 permanent and all volatile blobs, and
+:func:`tpmdev.backends._libtpms_state.check_tpm2_permanent` for TPM 2.0
+permanent blobs, which carry none); a blob that passes and still breaks
+libtpms takes this process down with it. For state from an untrusted
+source, use :class:`~tpmdev.backends.Emulator`: swtpm runs the same
+libtpms in a process of its own, and a crash there is a
+:class:`tpmdev.BackendError` here.
 
 Where we differ from the emulator (swtpm) backend and from QEMU
 -----------------------------------------------------------------
@@ -63,8 +87,6 @@ Where we differ from the emulator (swtpm) backend and from QEMU
   (not ImportError at import time); its message says how to install libtpms.
 * :meth:`execute` hands every byte string to libtpms unchanged, short or
   long: libtpms answers malformed commands with its own error responses.
-  Localities 0..4 only (swtpm's CMD_SET_LOCALITY range); others raise
-  ValueError, a host error.
 * :meth:`reset_established_flag` uses the locality it is given (QEMU's
   emulator backend sends the locality of the last command). libtpms accepts
   only 3 and 4; a refusal is logged, not raised. TPM 1.2: no-op, as in QEMU.
@@ -87,7 +109,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from ctypes import POINTER, c_uint8, c_uint32
-from typing import Protocol
+from typing import Any, Protocol
 
 from tpmdev.backends import _libtpms_api as api_mod
 from tpmdev.backends._libtpms_api import (
@@ -106,8 +128,9 @@ from tpmdev.backends._libtpms_api import (
     LibtpmsCallbacks,
     result_name,
 )
-from tpmdev.backends.base import STATE_KEYS, Backend
-from tpmdev.errors import BackendError, ConfigurationError, StateError
+from tpmdev.backends._libtpms_state import check_tpm2_permanent
+from tpmdev.backends.base import STATE_KEYS, Backend, as_bytes, check_path, check_tpm_version
+from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError
 from tpmdev.wire import HEADER_SIZE
 
 __all__ = [
@@ -144,7 +167,6 @@ _STATE_TYPES = {
     "savestate": (TPMLIB_STATE_SAVE_STATE, TPM_SAVESTATE_NAME),
 }
 
-_MAX_LOCALITY = 4
 _RELEASE_WAIT = 120.0  # seconds close() waits for a command in flight
 _HASH_LOCALITY = 4  # TPM_HASH_START/DATA/END are locality-4 cycles
 
@@ -267,11 +289,19 @@ class _DirStore:
         return os.path.join(self.path, f"{'TMP' if temp else 'tpm'}{self._prefix}-00.{name}")
 
     def load(self, name: str) -> bytes | None:
+        """The blob stored as *name*, None if there is none.
+
+        Raises :class:`tpmdev.StateError` for a file that cannot be read or
+        is not a state file this backend can use.
+        """
+        path = self._file(name)
         try:
-            with open(self._file(name), "rb") as f:
+            with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StateError(f"cannot read the TPM state file {path!r} ({exc.strerror or exc})") from None
         header = _parse_header(data)
         if header is None:
             return data  # written before swtpm had headers: the bare blob
@@ -280,27 +310,39 @@ class _DirStore:
         if version < 2:
             return body
         if flags & BLOB_FLAG_ENCRYPTED:
-            raise OSError(f"{self._file(name)} is encrypted with a swtpm state key; cannot read it")
+            raise StateError(
+                f"{path} is encrypted with a swtpm state key; tpmdev cannot read it "
+                "(use this directory with swtpm and its key)"
+            )
         value = _find_tlv(body, TAG_DATA)
         if value is None:
-            raise OSError(f"{self._file(name)} has no data TLV")
+            raise StateError(f"{path} is not a usable swtpm state file (no data TLV)")
         return value
 
     def store(self, name: str, data: bytes) -> None:
+        """Write *data* as *name* (a temporary file, then renamed).
+
+        Raises :class:`tpmdev.BackendError` when the file cannot be written.
+        """
         tmp = self._file(name, temp=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
         try:
-            os.write(fd, _envelope(0, TAG_DATA, data))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self._file(name))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+            try:
+                os.write(fd, _envelope(0, TAG_DATA, data))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._file(name))
+        except OSError as exc:
+            raise BackendError(f"cannot write the TPM state file {tmp!r} ({exc.strerror or exc})") from None
 
     def delete(self, name: str) -> bool:
         try:
             os.unlink(self._file(name))
         except FileNotFoundError:
             return False
+        except OSError as exc:
+            raise BackendError(f"cannot delete {self._file(name)!r} ({exc.strerror or exc})") from None
         return True
 
     def close(self) -> None:
@@ -318,14 +360,18 @@ class _Session:
         self.tpm_version = tpm_version
         self.store = store
         self.description = description
-        self.lock = threading.Lock()  # every libtpms call except CancelCommand
-        self.cancel_lock = threading.Lock()  # CancelCommand against close
+        # Lock order: lock, then power_lock.
+        self.lock = threading.Lock()  # every libtpms call except the two below
+        # Held while the TPM powers on or off (and by close): CancelCommand and
+        # TpmEstablished_Get run under it alone, never waiting for a command.
+        self.power_lock = threading.Lock()
         self.running = False  # between MainInit and Terminate
         self.released = False
         self.locality = 0
         self.physical_presence = False
-        self.established = False
         self.callback_error: str | None = None
+        self.flag = c_uint8(0)  # TPM_IO_TpmEstablished_Get's answer
+        self.flag_ref = ctypes.byref(self.flag)
         # libtpms' response buffer: grown by libtpms (realloc), freed with TPM_Free
         self.rbuf = POINTER(c_uint8)()
         self.rsize = c_uint32(0)
@@ -338,24 +384,23 @@ class _Session:
     def nvram_load(self, name: str) -> bytes | None:
         return self.store.load(name)
 
-    def refresh_established(self) -> None:
-        flag = c_uint8(0)
-        if self.api.TPM_IO_TpmEstablished_Get(ctypes.byref(flag)) == TPM_SUCCESS:
-            self.established = bool(flag.value)
-
     def main_init(self) -> int:
-        rc = int(self.api.TPMLIB_MainInit())
+        """TPMLIB_MainInit (the caller holds :attr:`lock`)."""
+        with self.power_lock:
+            rc = int(self.api.TPMLIB_MainInit())
+            if rc == TPM_SUCCESS:
+                self.running = True
         if rc == TPM_SUCCESS:
-            self.running = True
             # A volatile state in the store is for this power-on only.
             self.store.delete(TPM_VOLATILESTATE_NAME)
-            self.refresh_established()
         return rc
 
     def terminate(self) -> None:
-        if self.running:
-            self.running = False
-            self.api.TPMLIB_Terminate()
+        """TPMLIB_Terminate if running (the caller holds :attr:`lock`)."""
+        with self.power_lock:
+            if self.running:
+                self.running = False
+                self.api.TPMLIB_Terminate()
 
 
 _owner_lock = threading.Lock()
@@ -481,7 +526,7 @@ def _release(session: _Session) -> None:
     global _owner
     if session.released:
         return
-    with session.cancel_lock:
+    with session.power_lock:
         session.released = True
     # A command in flight finishes first (libtpms commands are bounded).
     # Only a finalizer at interpreter exit could find a thread stuck here.
@@ -511,10 +556,16 @@ class Libtpms(Backend):
     *library* names or locates the shared library (default: found as
     ``libtpms.so.0``).
 
+    A new instance starts from libtpms' defaults whatever an earlier one in
+    this process did: the largest buffer size, the established flag clear
+    (TPM 2.0; a TPM 1.2 keeps it in its permanent state), no state blob
+    pending from an earlier :meth:`set_state`.
+
     Raises :class:`tpmdev.BackendError` if libtpms cannot be loaded or
     refuses to start, :class:`tpmdev.StateError` if a Libtpms is already
     open in this process (close it first) or *state_dir* is in use,
-    :class:`tpmdev.ConfigurationError` for a bad *tpm_version* or directory.
+    :class:`tpmdev.ConfigurationError` for a bad *tpm_version*, directory
+    or library.
     """
 
     def __init__(
@@ -522,15 +573,16 @@ class Libtpms(Backend):
         tpm_version: int = 2,
         state_dir: str | os.PathLike[str] | None = None,
         *,
-        library: str | None = None,
+        library: str | os.PathLike[str] | None = None,
     ) -> None:
         global _owner
         self._closed = True  # until fully set up
-        if tpm_version not in (1, 2):
-            raise ConfigurationError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), got {tpm_version!r}")
-        api = api_mod.load(library)
+        tpm_version = check_tpm_version(tpm_version)
+        state_path = check_path(state_dir, "state_dir") if state_dir is not None else None
+        library_path = check_path(library, "library") if library is not None else None
+        api = api_mod.load(library_path)
         self._version = tpm_version
-        self._state_dir = os.path.abspath(os.fspath(state_dir)) if state_dir is not None else None
+        self._state_dir = os.path.abspath(state_path) if state_path is not None else None
         where = f"state_dir={self._state_dir!r}" if self._state_dir else "in memory"
         description = f"TPM {'2.0' if tpm_version == 2 else '1.2'}, {where}"
         with _owner_lock:
@@ -549,6 +601,12 @@ class Libtpms(Backend):
         try:
             with session.lock:
                 choice = TPMLIB_TPM_VERSION_2 if tpm_version == 2 else TPMLIB_TPM_VERSION_1_2
+                # Choosing the other family first makes libtpms drop any blob an
+                # earlier instance handed to TPMLIB_SetState and never used
+                # (it clears them on a change of family; a build with one
+                # family refuses the first call, and then has nothing cached
+                # from another family either).
+                api.TPMLIB_ChooseTPMVersion(TPMLIB_TPM_VERSION_1_2 + TPMLIB_TPM_VERSION_2 - choice)
                 rc = api.TPMLIB_ChooseTPMVersion(choice)
                 if rc != TPM_SUCCESS:
                     raise BackendError(
@@ -558,6 +616,7 @@ class Libtpms(Backend):
                 rc = api.TPMLIB_RegisterCallbacks(ctypes.byref(_CALLBACKS))
                 if rc != TPM_SUCCESS:
                     raise BackendError(f"TPMLIB_RegisterCallbacks failed: {result_name(rc)}")
+                _library_defaults(session)
                 rc = session.main_init()
                 if rc != TPM_SUCCESS:
                     raise BackendError(self._init_failure("TPMLIB_MainInit", rc))
@@ -597,6 +656,8 @@ class Libtpms(Backend):
 
     def get_info(self, flags: int = 3) -> str:
         """``TPMLIB_GetInfo``: a JSON text (flags: 1 specification, 2 attributes, 4 features)."""
+        if isinstance(flags, bool) or not isinstance(flags, int) or not 0 <= flags <= 0x7FFFFFFF:
+            raise AccessError(f"flags must be an int of TPMLIB_INFO_* bits, got {flags!r}")
         s = self._use()
         with s.lock:
             ptr = s.api.TPMLIB_GetInfo(flags)
@@ -608,9 +669,9 @@ class Libtpms(Backend):
                 s.api.TPM_Free(ptr)
 
     # -- power and buffer size ----------------------------------------------------
-    def get_buffer_size(self) -> int:
+    def _get_buffer_size(self) -> int:
         """``TPMLIB_SetBufferSize(0)``: the buffer size in force."""
-        s = self._use()
+        s = self._s
         with s.lock:
             return int(s.api.TPMLIB_SetBufferSize(0, None, None))
 
@@ -623,52 +684,43 @@ class Libtpms(Backend):
             s.api.TPMLIB_SetBufferSize(0, ctypes.byref(lo), ctypes.byref(hi))
         return lo.value, hi.value
 
-    def startup(self, buffer_size: int = 0) -> None:
+    def _startup(self, buffer_size: int) -> None:
         """TPM_Init: ``TPMLIB_Terminate``, ``TPMLIB_SetBufferSize(n)`` (n != 0,
         clamped by libtpms to :attr:`buffer_size_limits`), ``TPMLIB_MainInit``.
 
         The guest sends TPM(2)_Startup next. Raises :class:`tpmdev.BackendError`
-        if libtpms does not come up (the backend is then unusable).
+        if libtpms does not come up (the backend is then failed for good).
         """
-        if not isinstance(buffer_size, int) or not 0 <= buffer_size <= 0xFFFFFFFF:
-            raise ValueError(f"buffer_size must be an int 0..2**32-1, got {buffer_size!r}")
-        s = self._use()
+        s = self._s
         with s.lock:
-            self._check_open()
+            self._check_usable()
             s.terminate()
             if buffer_size:
                 s.api.TPMLIB_SetBufferSize(buffer_size, None, None)
             rc = s.main_init()
             if rc != TPM_SUCCESS:
-                raise BackendError(self._init_failure("TPMLIB_MainInit", rc))
+                reason = self._init_failure("TPMLIB_MainInit", rc)
+                self._fail(reason)
+                raise BackendError(reason)
 
-    def reset(self) -> None:
-        """Nothing to do: a command runs to its end under the lock."""
+    # reset: nothing to do, a command runs to its end under the lock.
 
     # -- commands ---------------------------------------------------------------------
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
-        """``TPMLIB_Process`` at *locality* (0..4); return the whole response.
+    def _execute(self, command: bytes, locality: int) -> bytes:
+        """``TPMLIB_Process`` at *locality*; return the whole response.
 
         Any bytes are handed over; libtpms answers malformed commands itself.
-        Raises :class:`tpmdev.StateError` after :meth:`close`, and
-        :class:`tpmdev.BackendError` only if libtpms produced no response.
+        Raises :class:`tpmdev.BackendError` only if libtpms produced no response.
         """
-        # The hot path: checks inline, the ctypes arguments prepared once.
-        cmd = command if type(command) is bytes else bytes(command)
-        if type(locality) is not int or not 0 <= locality <= _MAX_LOCALITY:
-            if not isinstance(locality, int) or not 0 <= locality <= _MAX_LOCALITY:
-                raise ValueError(f"locality must be an int 0..{_MAX_LOCALITY}, got {locality!r}")
-        if self._closed:
-            self._check_open()
         s = self._s
         with s.lock:
             if not s.running:
-                self._check_running()
-            n = len(cmd)
+                self._check_running()  # closed or failed while we waited for the lock
+            n = len(command)
             if n > len(s.cmdbuf):
                 s.cmdbuf = ctypes.create_string_buffer(n)
             # libtpms may decrypt parameters in place: give it our own copy.
-            ctypes.memmove(s.cmdbuf, cmd, n)
+            ctypes.memmove(s.cmdbuf, command, n)
             s.locality = locality
             s.rsize.value = 0
             rc = s.api.TPMLIB_Process(*s.process_args, s.cmdbuf, n)
@@ -677,18 +729,15 @@ class Libtpms(Backend):
                 raise BackendError(
                     f"libtpms produced no response (TPMLIB_Process: {result_name(rc)}, {size} bytes)"
                 )
-            response = ctypes.string_at(s.rbuf, size)
-            if self._version == 1:  # TSC_ResetEstablishmentBit is a command
-                s.refresh_established()
-            return response
+            return ctypes.string_at(s.rbuf, size)
 
-    def cancel(self) -> None:
+    def _cancel(self) -> None:
         """``TPMLIB_CancelCommand``; callable from any thread while :meth:`execute` runs.
 
         TPM 2.0 only (libtpms' TPM 1.2 cannot cancel: no-op). Never raises.
         """
         s = self._s
-        with s.cancel_lock:
+        with s.power_lock:
             if s.released or not s.running:
                 return
             rc = s.api.TPMLIB_CancelCommand()
@@ -696,29 +745,37 @@ class Libtpms(Backend):
             log.debug("TPMLIB_CancelCommand: %s (TPM %d cannot cancel)", result_name(rc), self._version)
 
     # -- established flag and the locality-4 hash interface ---------------------------
-    def get_established_flag(self) -> bool:
-        """``TPM_IO_TpmEstablished_Get``, as of the end of the last operation.
+    def _get_established_flag(self) -> bool:
+        """``TPM_IO_TpmEstablished_Get``: the TPM's own flag, read at each call.
 
-        Never waits for a command in flight.
+        Nothing is cached, so the answer is right after anything that
+        changed the flag (a hash sequence, a reset, TPM 1.2's
+        TSC_ResetEstablishmentBit, a state load). Never waits for a command
+        in flight: libtpms keeps the flag in a variable it only reads here.
         """
-        self._check_open()
-        return self._s.established
+        s = self._s
+        with s.power_lock:
+            if not s.running:
+                self._check_usable()
+                raise BackendError("the libtpms TPM is not running; create a new backend")
+            rc = s.api.TPM_IO_TpmEstablished_Get(s.flag_ref)
+            flag = s.flag.value
+        if rc != TPM_SUCCESS:
+            raise BackendError(f"TPM_IO_TpmEstablished_Get failed: {result_name(rc)}")
+        return bool(flag)
 
-    def reset_established_flag(self, locality: int) -> None:
+    def _reset_established_flag(self, locality: int) -> None:
         """``TPM_IO_TpmEstablished_Reset`` at *locality* (TPM 2.0; 1.2: no-op).
 
         libtpms resets only from locality 3 or 4; a refusal is logged.
         """
-        s = self._use()
         if self._version != 2:
             return
-        if not isinstance(locality, int) or not 0 <= locality <= _MAX_LOCALITY:
-            raise ValueError(f"locality must be an int 0..{_MAX_LOCALITY}, got {locality!r}")
+        s = self._s
         with s.lock:
             self._check_running()
             s.locality = locality
             rc = s.api.TPM_IO_TpmEstablished_Reset()
-            s.refresh_established()
         if rc != TPM_SUCCESS:
             log.warning(
                 "libtpms did not reset the established flag at locality %d: %s", locality, result_name(rc)
@@ -730,8 +787,8 @@ class Libtpms(Backend):
         self._hash_op("TPM_IO_Hash_Start", lambda a: a.TPM_IO_Hash_Start())
 
     def hash_data(self, data: bytes) -> None:
-        """``TPM_IO_Hash_Data``: add *data* to the DRTM measurement."""
-        buf = bytes(data)
+        """``TPM_IO_Hash_Data``: add *data* (bytes-like) to the DRTM measurement."""
+        buf = as_bytes(data, "data")
         self._hash_op("TPM_IO_Hash_Data", lambda a: a.TPM_IO_Hash_Data(buf, len(buf)))
 
     def hash_end(self) -> None:
@@ -744,36 +801,32 @@ class Libtpms(Backend):
             self._check_running()
             s.locality = _HASH_LOCALITY
             rc = call(s.api)
-            s.refresh_established()
         if rc != TPM_SUCCESS:
             raise BackendError(f"{name} failed: {result_name(rc)}")
 
     # -- state ----------------------------------------------------------------------------
-    def get_state(self) -> dict[str, bytes]:
+    def _get_state(self) -> dict[str, bytes]:
         """swtpm-compatible ``permanent``, ``volatile`` and ``savestate`` blobs.
 
         An empty blob means "none" (swtpm's 0x800 answer). Waits for a
         command in flight.
         """
-        s = self._use()
+        s = self._s
         with s.lock:
             self._check_running()
             raw = self._raw_state(s)
         return {key: wrap_state_blob(blob) if blob else b"" for key, blob in raw.items()}
 
     def _raw_state(self, s: _Session) -> dict[str, bytes]:
-        try:
-            # as swtpm: the blob TPM_SaveState stored, not a fresh one
-            savestate = s.store.load(TPM_SAVESTATE_NAME) or b""
-        except OSError as exc:
-            raise StateError(f"cannot read the saved state: {exc}") from None
+        # as swtpm: the blob TPM_SaveState stored, not a fresh one
+        savestate = s.store.load(TPM_SAVESTATE_NAME) or b""
         return {
             "permanent": _tpmlib_get_state(s, "permanent"),
             "volatile": _tpmlib_get_state(s, "volatile"),
             "savestate": savestate,
         }
 
-    def set_state(self, state: Mapping[str, bytes]) -> None:
+    def _set_state(self, state: dict[str, Any]) -> None:
         """Restart the TPM from blobs of :meth:`get_state` or swtpm's GET_STATEBLOB.
 
         Keys are a subset of ``permanent``, ``volatile``, ``savestate``;
@@ -781,14 +834,22 @@ class Libtpms(Backend):
         as it is; no volatile state means a fresh TPM_Init that waits for
         Startup). Raises :class:`tpmdev.StateError` for an unusable blob;
         the TPM then keeps running from its previous state.
+
+        libtpms checks a TPM 1.2 permanent blob and every volatile blob
+        against a digest they carry, and unmarshals what it is given; a TPM
+        2.0 permanent blob carries no digest, so it is first checked here
+        (:func:`tpmdev.backends._libtpms_state.check_tpm2_permanent`) for
+        values libtpms would use unchecked. A blob crafted to pass both can
+        still take this process down: the TPM runs in it and trusts its
+        state. Load untrusted state into an :class:`~tpmdev.backends.Emulator`,
+        whose swtpm is a process of its own.
         """
-        unknown = set(state) - set(STATE_KEYS)
-        if unknown:
-            raise StateError(f"unknown state blob(s) {sorted(unknown)}; expected some of {list(STATE_KEYS)}")
         raw = {key: unwrap_state_blob(blob) for key, blob in state.items() if blob}
         if self._version == 2 and raw.get("savestate"):
             raise StateError("a TPM 2.0 has no savestate blob (swtpm reports it empty); pass b''")
-        s = self._use()
+        if self._version == 2 and raw.get("permanent"):
+            check_tpm2_permanent(raw["permanent"])
+        s = self._s
         with s.lock:
             self._check_running()
             backup = self._raw_state(s)
@@ -800,10 +861,9 @@ class Libtpms(Backend):
                 try:
                     self._load_state(s, {k: v for k, v in backup.items() if v})
                 except StateError as exc2:
-                    raise BackendError(
-                        f"libtpms refused the new state ({exc}) and then the previous one ({exc2}); "
-                        "the TPM is down, create a new backend"
-                    ) from None
+                    reason = f"libtpms refused the new state ({exc}) and then the previous one ({exc2})"
+                    self._fail(reason)
+                    raise BackendError(f"{reason}; the TPM is down, create a new backend") from None
                 raise
 
     def _load_state(self, s: _Session, raw: Mapping[str, bytes]) -> None:
@@ -846,6 +906,25 @@ class Libtpms(Backend):
         return self._s
 
     def _check_running(self) -> None:
-        self._check_open()
-        if not self._s.running:
-            raise BackendError("the libtpms TPM is not running (a restart failed); create a new backend")
+        self._check_usable()
+        if not self._s.running:  # pragma: no cover - every way down latches the failure
+            raise BackendError("the libtpms TPM is not running; create a new backend")
+
+
+def _library_defaults(s: _Session) -> None:
+    """Undo what an earlier Libtpms in this process left in libtpms' globals.
+
+    libtpms keeps the buffer size and the TPM 2.0 established flag in
+    static variables that outlive TPMLIB_Terminate; a new TPM must not
+    inherit them. Called before the first TPMLIB_MainInit (a volatile state
+    found then sets the flag again).
+    """
+    lo, hi = c_uint32(0), c_uint32(0)
+    s.api.TPMLIB_SetBufferSize(0, ctypes.byref(lo), ctypes.byref(hi))
+    s.api.TPMLIB_SetBufferSize(hi.value, None, None)  # the default is the largest
+    if s.tpm_version == 2:
+        s.locality = _HASH_LOCALITY  # libtpms resets the flag from locality 3 or 4 only
+        rc = s.api.TPM_IO_TpmEstablished_Reset()
+        s.locality = 0
+        if rc != TPM_SUCCESS:
+            raise BackendError(f"libtpms could not clear the established flag: {result_name(rc)}")

@@ -92,11 +92,11 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import NoReturn, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 from tpmdev.backends._probe import probe_buffer_size, probe_version
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, Backend, check_timeout
-from tpmdev.errors import BackendError, StateError
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, Backend, check_path, check_timeout
+from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size, is_whole_message
 
 __all__ = ["DEFAULT_DEVICE", "DEFAULT_TIMEOUT", "PROBE_TIMEOUT", "READ_LIMIT", "Passthrough"]
@@ -162,7 +162,8 @@ class Passthrough(Backend):
         :data:`PROBE_TIMEOUT` (or *timeout*, if shorter), as QEMU's.
 
     Raises :class:`tpmdev.BackendError` when the device cannot be opened (a
-    busy device says so), is not a TPM, or has no cancel file.
+    busy device says so), is not a TPM, or has no cancel file, and
+    :class:`tpmdev.ConfigurationError` for an argument of the wrong kind.
     """
 
     def __init__(
@@ -178,19 +179,22 @@ class Passthrough(Backend):
         try:
             if fd is not None:
                 if isinstance(fd, bool) or not isinstance(fd, int) or fd < 0:
-                    raise ValueError(f"fd must be an open file descriptor (an int >= 0), got {fd!r}")
+                    raise ConfigurationError(f"fd must be an open file descriptor (an int >= 0), got {fd!r}")
                 try:
                     os.fstat(fd)
                 except OSError as exc:
                     raise BackendError(f"fd {fd} is not an open file descriptor ({exc.strerror})") from None
                 files.device = fd
             self.timeout = check_timeout(timeout)
-            self.path = os.fspath(path)
+            if isinstance(path, int):
+                raise ConfigurationError(f"path must be a path, got {path!r}; pass a descriptor as fd=")
+            self.path = check_path(path, "path")
+            if cancel_path is not None:
+                cancel_path = check_path(cancel_path, "cancel_path")
             self._lock = threading.Lock()  # one exchange with the device at a time
             self._flight = threading.Lock()  # guards the two flags and the cancel write
             self._executing = False
             self._canceled = False
-            self._failure: Optional[str] = None
             self._host_buffer_size = 0  # 0: not asked yet (QEMU's initial value)
             self._out_len = 0  # the frontend's buffer, from startup(n); 0: not given
             files.wake_r, files.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -216,19 +220,13 @@ class Passthrough(Backend):
         """1 (TPM 1.2) or 2 (TPM 2.0), as the probe found at construction."""
         return self._version
 
-    @property
-    def failure(self) -> Optional[str]:
-        """Why the backend stopped taking commands, or None."""
-        return self._failure
-
     # -- power and reset ----------------------------------------------------
-    def get_buffer_size(self) -> int:
+    def _get_buffer_size(self) -> int:
         """Ask the host TPM (TPM(2)_GetCapability) for its buffer size.
 
         4096 when it gives no usable answer, as QEMU. Remembered for
         :meth:`startup`.
         """
-        self._check_open()
         with self._lock:
             self._check_open()
             if self._failure is not None:
@@ -241,19 +239,16 @@ class Passthrough(Backend):
         self._host_buffer_size = size
         return size
 
-    def startup(self, buffer_size: int = 0) -> None:
+    def _startup(self, buffer_size: int) -> None:
         """Accept the frontend's buffer size; the host's TPM is already running.
 
         Raises :class:`tpmdev.BackendError` when *buffer_size* is not 0 and
         smaller than the host TPM's buffer (QEMU then refuses to start).
         """
-        self._check_open()
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
-            raise ValueError(f"buffer_size must be an int >= 0, got {buffer_size!r}")
         if not buffer_size:
             return
         if not self._host_buffer_size:
-            self.get_buffer_size()
+            self._get_buffer_size()
         if buffer_size < self._host_buffer_size:
             raise BackendError(
                 f"requested buffer size of {buffer_size} bytes is smaller than the host TPM's fixed "
@@ -261,31 +256,26 @@ class Passthrough(Backend):
             )
         self._out_len = buffer_size
 
-    def reset(self) -> None:
+    def _reset(self) -> None:
         """Machine reset: cancel the command in flight, if any (QEMU's reset)."""
-        self.cancel()
+        self._cancel_in_flight()
 
     # -- commands -------------------------------------------------------------
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
-        """Write *command* to the device, read and return the response.
+    def _execute(self, cmd: bytes, locality: int) -> bytes:
+        """Write *cmd* to the device, read and return the response.
 
         *locality* is ignored (a host device has no locality for us to set).
         Raises :class:`tpmdev.BackendError` for a device error, an invalid
-        response or a timeout, :class:`tpmdev.StateError` after :meth:`close`.
-        After a cancel, a device reporting ECANCELED gives
-        :data:`~tpmdev.wire.FATAL_RESPONSE`, not an error (as QEMU).
+        response or a timeout. After a cancel, a device reporting ECANCELED
+        gives :data:`~tpmdev.wire.FATAL_RESPONSE`, not an error (as QEMU).
         """
-        self._check_open()
         del locality  # a passthrough TPM ignores it, as QEMU
-        cmd = bytes(command)
         if len(cmd) < HEADER_SIZE:
             raise BackendError(
                 f"TPM command of {len(cmd)} bytes is shorter than a header; not sent (the device refuses it)"
             )
         with self._lock:
-            self._check_open()
-            if self._failure is not None:
-                raise BackendError(f"passthrough failed earlier ({self._failure}); create a new backend")
+            self._check_usable()  # closed or failed while we waited for the lock
             capacity = self._out_len or max(self._host_buffer_size, DEFAULT_BUFFER_SIZE)
             try:
                 response = self._exchange(cmd, self.timeout, "command")
@@ -303,25 +293,19 @@ class Passthrough(Backend):
             )
         return response
 
-    def cancel(self) -> None:
+    def _cancel(self) -> None:
         """Write ``-`` to the cancel file if a command is in flight; else nothing.
 
         Callable from any thread while :meth:`execute` waits. Never raises: a
         failed write is logged, as QEMU reports it and carries on.
         """
-        if self._closed:
-            return
         self._cancel_in_flight()
 
     # -- established flag, state ---------------------------------------------
-    def get_established_flag(self) -> bool:
-        """Always False: QEMU does not pass the host TPM's flag through."""
-        return False
+    # The established flag is always clear (QEMU does not pass the host TPM's
+    # flag through) and resetting it does nothing: the base class's defaults.
 
-    def reset_established_flag(self, locality: int) -> None:
-        """Nothing to reset (QEMU: no-op)."""
-
-    def get_state(self) -> dict[str, bytes]:
+    def _get_state(self) -> dict[str, bytes]:
         """Refused: the state is in the host's TPM, which cannot be saved or moved."""
         raise StateError(
             "a passthrough TPM has no state to save: it lives in the host's TPM chip, which cannot "
@@ -329,7 +313,7 @@ class Passthrough(Backend):
             "TPM (swtpm, libtpms, builtin) for snapshots or migration"
         )
 
-    def set_state(self, state: dict[str, bytes]) -> None:
+    def _set_state(self, state: dict[str, Any]) -> None:
         """Refused: a host TPM cannot be loaded with another TPM's state."""
         raise StateError(
             "a passthrough TPM cannot load a saved state: the host's TPM chip keeps its own "
@@ -426,8 +410,8 @@ class Passthrough(Backend):
         self._cancel_in_flight()
         reason = f"the TPM did not answer the {what} within {wait:g} s"
         if self._failure is None:
-            self._failure = reason
             log.error("passthrough %s failed: %s", self.path, reason)
+        self._fail(reason)
         raise BackendError(f"{reason}; the backend is now unusable, create a new one")
 
     def _cancel_in_flight(self) -> bool:

@@ -66,8 +66,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from tpmdev.backends.base import check_timeout
-from tpmdev.errors import BackendError
+from tpmdev.backends.base import as_bytes, check_timeout
+from tpmdev.errors import AccessError, BackendError
 from tpmdev.wire import (
     TPM_BAD_LOCALITY,
     TPM_BAD_ORDINAL,
@@ -144,6 +144,7 @@ __all__ = [
     "TPM_SUCCESS",
     "CommandSpec",
     "Control",
+    "STATE_PRESERVING_COMMANDS",
     "ControlError",
     "UnsupportedError",
     "StateBlob",
@@ -299,12 +300,12 @@ class Message:
         try:
             return self.FORMAT.pack(*dataclasses.astuple(self))
         except struct.error as exc:
-            raise ValueError(f"{type(self).__name__}: field out of range ({exc})") from None
+            raise AccessError(f"{type(self).__name__}: field out of range ({exc})") from None
 
     @classmethod
     def unpack(cls: type[_M], data: bytes) -> _M:
         if len(data) != cls.FORMAT.size:
-            raise ValueError(f"{cls.__name__} takes {cls.FORMAT.size} bytes, got {len(data)}")
+            raise AccessError(f"{cls.__name__} takes {cls.FORMAT.size} bytes, got {len(data)}")
         return cls(*cls.FORMAT.unpack(data))
 
     @classmethod
@@ -413,10 +414,10 @@ class HashDataRequest(Message):
     @classmethod
     def unpack(cls, data: bytes) -> HashDataRequest:
         if len(data) < cls.FORMAT.size:
-            raise ValueError(f"HashDataRequest takes at least 4 bytes, got {len(data)}")
+            raise AccessError(f"HashDataRequest takes at least 4 bytes, got {len(data)}")
         (length,) = cls.FORMAT.unpack_from(data)
         if len(data) != 4 + length:
-            raise ValueError(f"HashDataRequest announces {length} bytes of data, carries {len(data) - 4}")
+            raise AccessError(f"HashDataRequest announces {length} bytes of data, carries {len(data) - 4}")
         return cls(bytes(data[4:]))
 
 
@@ -615,6 +616,27 @@ _RESULT_HINTS = {
 }
 
 
+#: Control commands that leave the TPM's state (and its established flag) as
+#: it was. Every other command swtpm accepts may change it: INIT (which can
+#: load a stored volatile state), STOP, SHUTDOWN, HASH_START/DATA/END,
+#: RESET_TPMESTABLISHED, SET_STATEBLOB, and any code this table does not know.
+STATE_PRESERVING_COMMANDS = frozenset(
+    {
+        CMD_GET_CAPABILITY,
+        CMD_GET_TPMESTABLISHED,
+        CMD_SET_LOCALITY,
+        CMD_CANCEL_TPM_CMD,
+        CMD_STORE_VOLATILE,
+        CMD_GET_STATEBLOB,
+        CMD_GET_CONFIG,
+        CMD_SET_DATAFD,
+        CMD_SET_BUFFERSIZE,
+        CMD_GET_INFO,
+        CMD_LOCK_STORAGE,
+    }
+)
+
+
 # -- client -----------------------------------------------------------------
 class Control:
     """A client of swtpm's control channel over a connected stream socket.
@@ -631,11 +653,28 @@ class Control:
         self._lock = threading.Lock()
         self._broken: str | None = None
         self._caps = caps
+        self._changes = 0
 
     @property
     def broken(self) -> str | None:
-        """Why the channel is unusable, or None while it is fine."""
+        """Why the channel is unusable, or None while it is fine.
+
+        Once set it stays set: a failed transport leaves the stream position
+        unknown, so every later command raises at once.
+        """
         return self._broken
+
+    @property
+    def changes(self) -> int:
+        """How many commands that may change the TPM's state were sent.
+
+        Counts every command not in :data:`STATE_PRESERVING_COMMANDS` that
+        swtpm did not refuse (a refused one changed nothing), however it was
+        sent (a method, :meth:`call`, :meth:`exchange`, :meth:`transact`).
+        A copy of TPM state taken at one count is current while the count
+        is the same: the Emulator caches the established flag so.
+        """
+        return self._changes
 
     @property
     def caps(self) -> int | None:
@@ -654,7 +693,7 @@ class Control:
         if request is None:
             request = spec.request()
         elif not isinstance(request, spec.request):
-            raise TypeError(f"{spec.name} takes a {spec.request.__name__}, not {type(request).__name__}")
+            raise AccessError(f"{spec.name} takes a {spec.request.__name__}, not {type(request).__name__}")
         body = request.pack()
         self.require(code)
         raw = self.exchange(code, body, spec.response.size(), fds=fds)
@@ -715,12 +754,15 @@ class Control:
             def recv(n: int) -> bytes:
                 return recv_exactly(self.sock, n, deadline, self.timeout, "control answer")
 
+            changes = False
             try:
                 self._check_quiet("before the request")
+                changes = code not in STATE_PRESERVING_COMMANDS
                 self._send(_CODE.pack(code) + body, fds, deadline)
                 try:
                     answer = read(recv)
                 except ControlError:
+                    changes = False  # refused: nothing changed
                     self._check_quiet("after its error result")
                     raise
                 self._check_quiet("after the answer")
@@ -730,6 +772,9 @@ class Control:
             except BackendError as exc:
                 self._broken = str(exc)
                 raise BackendError(f"swtpm control command {name}: {exc}") from None
+            finally:
+                if changes:
+                    self._changes += 1
 
     def _check_quiet(self, when: str) -> None:
         """Fail if swtpm sent bytes nobody asked for (a long or stray reply)."""
@@ -803,7 +848,7 @@ class Control:
 
         Empty *data* sends nothing.
         """
-        view = bytes(data)
+        view = as_bytes(data, "data")
         for start in range(0, len(view), HASH_DATA_CHUNK):
             self.call(CMD_HASH_DATA, HashDataRequest(view[start : start + HASH_DATA_CHUNK]))
 

@@ -64,21 +64,26 @@ default (``pcr_banks=`` chooses others; the guest may change the allocation
 with TPM2_PCR_Allocate, which takes effect at the next power-on).
 
 Threads: :meth:`execute` may run on a worker while :meth:`cancel` is called
-from another thread. Commands here finish in microseconds, so cancel only
-sets a flag that the next :meth:`reset` or command clears; it never changes
-a response.
+from another thread. A command runs synchronously to its end in
+microseconds, with no point at which it could stop early, so there is
+nothing for :meth:`cancel` to stop: it does nothing (as QEMU's backends
+that cannot cancel), and the guest gets the command's own response.
+
+Established flag: this TPM has no dynamic-root-of-trust interface
+(_TPM_Hash_Start), so the flag is never set; :meth:`get_established_flag`
+answers False at once, from nothing that could go stale.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Callable
+from typing import Any, Callable
 
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, Backend
+from tpmdev.backends.base import Backend, check_tpm_version
 from tpmdev.backends.builtin import _constants, _state
 from tpmdev.backends.builtin._rng import Rng
-from tpmdev.backends.builtin._tpm2 import DEFAULT_BANKS, Tpm2
+from tpmdev.backends.builtin._tpm2 import Tpm2
 from tpmdev.backends.builtin._tpm12 import Tpm12
 from tpmdev.errors import ConfigurationError
 
@@ -107,9 +112,12 @@ class Builtin(Backend):
 
     :param tpm_version: 2 for TPM 2.0, 1 for TPM 1.2.
     :param seed: make random numbers and time deterministic (see the module
-        docstring); ``None`` uses ``os.urandom`` and the host clock.
+        docstring): an int >= 0 or bytes; ``None`` uses ``os.urandom`` and
+        the host clock.
     :param pcr_banks: TPM 2.0 PCR banks to allocate, by hash name
         (``"sha1"``, ``"sha256"``, ``"sha384"``, ``"sha512"``).
+
+    Raises :class:`tpmdev.ConfigurationError` for an unusable option.
     """
 
     def __init__(
@@ -118,10 +126,14 @@ class Builtin(Backend):
         seed: int | bytes | None = None,
         pcr_banks: Iterable[str] = ("sha1", "sha256"),
     ) -> None:
-        if tpm_version not in (1, 2) or isinstance(tpm_version, bool):
-            raise ConfigurationError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), not {tpm_version!r}")
+        tpm_version = check_tpm_version(tpm_version)
+        seed = _check_seed(seed)
+        if isinstance(pcr_banks, (str, bytes)) or not isinstance(pcr_banks, Iterable):
+            raise ConfigurationError(
+                f"pcr_banks must be a collection of hash names such as ('sha256',), not {pcr_banks!r}"
+            )
         banks = tuple(pcr_banks)
-        unknown = [b for b in banks if b not in _BANK_NAMES]
+        unknown = [b for b in banks if not isinstance(b, str) or b not in _BANK_NAMES]
         if unknown or not banks:
             raise ConfigurationError(
                 f"pcr_banks must be a non-empty subset of {sorted(_BANK_NAMES)}, not {banks!r}"
@@ -129,10 +141,9 @@ class Builtin(Backend):
         self._version = tpm_version
         self._rng = Rng(seed)
         self._clock: Callable[[], int] = _VirtualClock() if seed is not None else _monotonic_ms
-        self._cancelled = False
         self._engine: Tpm2 | Tpm12
         if tpm_version == 2:
-            algs = tuple(sorted({_BANK_NAMES[b] for b in banks})) if banks else DEFAULT_BANKS
+            algs = tuple(sorted({_BANK_NAMES[b] for b in banks}))
             self._engine = Tpm2(self._rng, self._clock, algs)
         else:
             self._engine = Tpm12(self._rng, self._clock)
@@ -146,26 +157,21 @@ class Builtin(Backend):
         """The command engine (its ``state`` holds all TPM state)."""
         return self._engine
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
-        """Run one command; always returns a well-formed response."""
-        self._check_open()
-        self._cancelled = False
-        return self._engine.execute(bytes(command), int(locality))
+    def _execute(self, command: bytes, locality: int) -> bytes:
+        # Always a well-formed response: the engine never raises for any bytes.
+        return self._engine.execute(command, locality)
 
-    def cancel(self) -> None:
-        """Commands complete at once, so there is nothing to cancel."""
-        self._cancelled = True
+    def _cancel(self) -> None:
+        """Nothing to stop: a command runs synchronously to its end (see the
+        module documentation), so the guest gets its own response."""
 
-    def startup(self, buffer_size: int = 0) -> None:
-        """Power the TPM on (_TPM_Init); the guest then sends TPM(2)_Startup."""
-        self._check_open()
+    def _startup(self, buffer_size: int) -> None:
+        """Power the TPM on (_TPM_Init); the guest then sends TPM(2)_Startup.
+
+        The buffer is 4096 bytes whatever *buffer_size* says (the engine has
+        no smaller limit to apply).
+        """
         self._engine.power_on()
-
-    def reset(self) -> None:
-        self._cancelled = False
-
-    def get_buffer_size(self) -> int:
-        return DEFAULT_BUFFER_SIZE
 
     # -- state save/restore ---------------------------------------------------
     def _virtual_ms(self) -> int | None:
@@ -176,14 +182,13 @@ class Builtin(Backend):
             return self._clock.ms if virtual_ms is None else virtual_ms
         return self._clock()
 
-    def get_state(self) -> dict[str, bytes]:
+    def _get_state(self) -> dict[str, bytes]:
         """The TPM's state as ``permanent`` / ``volatile`` / ``savestate`` blobs
         (format and contents: :mod:`tpmdev.backends.builtin._state`)."""
-        self._check_open()
         dump = _state.tpm2_dump if isinstance(self._engine, Tpm2) else _state.tpm12_dump
         return dump(self._engine, self._rng.get_key(), self._virtual_ms)
 
-    def set_state(self, state: dict[str, bytes]) -> None:
+    def _set_state(self, state: dict[str, Any]) -> None:
         """Load blobs from :meth:`get_state` of a Builtin of the same TPM family.
 
         The TPM then continues as if it had never stopped (no new Startup is
@@ -191,14 +196,22 @@ class Builtin(Backend):
         ``volatile`` blob it is a TPM that lost power and waits for Startup.
         Bad blobs raise :class:`tpmdev.StateError` and change nothing.
         """
-        self._check_open()
         load = _state.tpm2_load if isinstance(self._engine, Tpm2) else _state.tpm12_load
         drbg, virtual_ms = load(self._engine, state, self._now_after_restore)
         if self._rng.deterministic and drbg is not None:
             self._rng.set_key(drbg)
         if isinstance(self._clock, _VirtualClock) and virtual_ms is not None:
             self._clock.ms = virtual_ms
-        self._cancelled = False
 
     def close(self) -> None:
         self._closed = True
+
+
+def _check_seed(seed: object) -> int | bytes | None:
+    if seed is None:
+        return None
+    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
+        return int(seed)
+    if isinstance(seed, (bytes, bytearray, memoryview)):
+        return bytes(seed)
+    raise ConfigurationError(f"seed must be None, an int >= 0 or bytes, not {seed!r}")
