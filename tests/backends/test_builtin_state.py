@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_builtin import PW, STARTUP_CLEAR, cmd, extend, pcr_read, rc, read_digests
 
 from tpmdev.backends.base import STATE_KEYS
@@ -264,3 +267,225 @@ def test_closed_backend_refuses_state() -> None:
         t.get_state()
     with pytest.raises(StateError, match="closed"):
         t.set_state({})
+
+
+# -- impossible states, and every state the TPM writes ----------------------------------------
+COUNTER_ATTRS = NV_ATTRS | 0x10
+EXTEND_ATTRS = NV_ATTRS | 0x40
+
+
+def _perm_with_index(**fields: object) -> dict[str, bytes]:
+    """A busy TPM's state with its NV index's public fields replaced."""
+    good = _busy_tpm().get_state()
+    perm = json.loads(good["permanent"][16:-32])
+    perm["nv"] = [{**perm["nv"][0], **fields}]
+    return {**good, "permanent": _reseal(good["permanent"], {"nv": perm["nv"]})}
+
+
+IMPOSSIBLE = [
+    ("a 1-byte counter", {"attributes": COUNTER_ATTRS, "data_size": 1, "data": "00"}, "not 8"),
+    ("a 0-byte extend index", {"attributes": EXTEND_ATTRS, "data_size": 0, "data": ""}, "extend index of 0"),
+    ("NV type 15", {"attributes": NV_ATTRS | 0xF0}, r"TPM_NT 15"),
+    ("a policy of the wrong size", {"auth_policy": "00" * 5}, "authPolicy is 5 bytes"),
+    ("an authValue longer than nameAlg", {"auth": "01" * 33}, "authValue is 33 bytes"),
+    (
+        "a counter cleared at TPM Restart",
+        {"attributes": COUNTER_ATTRS | 1 << 27, "data_size": 8, "data": "00" * 8},
+        "CLEAR_STCLEAR",
+    ),
+    ("no way to read it", {"attributes": NV_ATTRS & ~0x00060000}, "no way to read"),
+    ("policy delete without the platform", {"attributes": NV_ATTRS | 1 << 10}, "POLICY_DELETE"),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), [c[1:] for c in IMPOSSIBLE], ids=[c[0] for c in IMPOSSIBLE])
+def test_impossible_nv_index_is_refused(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(StateError, match=f"NV index 0x01000001 cannot exist: .*{message}"):
+        Builtin().set_state(_perm_with_index(**fields))
+
+
+def test_nv_indices_that_do_not_fit_are_refused() -> None:
+    good = _busy_tpm().get_state()
+    entry = json.loads(good["permanent"][16:-32])["nv"][0]
+    big = [{**entry, "handle": 0x01000100 + i, "data_size": 2048, "data": "00" * 2048} for i in range(16)]
+    with pytest.raises(StateError, match="more than the TPM's 32768 bytes of NV memory"):
+        Builtin().set_state({"permanent": _reseal(good["permanent"], {"nv": big})})
+
+
+def test_deeply_nested_payload_is_a_state_error() -> None:
+    blob = _json_blob(b"[" * 100_000 + b"]" * 100_000)
+    with pytest.raises(StateError, match="nested too deeply"):
+        Builtin().set_state({"permanent": blob})
+
+
+def _nv_cmd(cc: int, index: int, params: bytes = b"") -> bytes:
+    return cmd(0x8002, cc, struct.pack(">III", OWNER, index, len(PW)) + PW + params)
+
+
+def _define(index: int, attributes: int, size: int, name_alg: int = 0x000B) -> bytes:
+    public = struct.pack(">IHI", index, name_alg, attributes) + b2(b"") + struct.pack(">H", size)
+    return cmd(0x8002, 0x12A, struct.pack(">II", OWNER, len(PW)) + PW + b2(b"") + b2(public))
+
+
+def _operations() -> list[bytes]:
+    """Commands that change what a TPM remembers, on indices 0x01000000..7."""
+    ops = [STARTUP_CLEAR, STARTUP_STATE, SHUTDOWN_STATE, cmd(0x8001, 0x145, "0000"), GET_RANDOM, READ_CLOCK]
+    for index in range(0x01000000, 0x01000008):
+        for attributes, size in (
+            (NV_ATTRS, 16),
+            (COUNTER_ATTRS, 8),
+            (NV_ATTRS | 0x20, 8),
+            (EXTEND_ATTRS, 32),
+            (NV_ATTRS | 1 << 26, 4),
+            (COUNTER_ATTRS | 1 << 26, 8),
+            (NV_ATTRS | 1 << 13, 8),
+        ):
+            ops.append(_define(index, attributes, size))
+        ops += [
+            _nv_cmd(0x137, index, b2(b"data") + b"\0\0"),  # NV_Write
+            _nv_cmd(0x134, index),  # NV_Increment
+            _nv_cmd(0x135, index, struct.pack(">Q", 0x81)),  # NV_SetBits
+            _nv_cmd(0x136, index, b2(b"extend me")),  # NV_Extend
+            _nv_cmd(0x138, index),  # NV_WriteLock
+            _nv_cmd(0x14F, index),  # NV_ReadLock
+            _nv_cmd(0x14E, index, struct.pack(">HH", 8, 0)),  # NV_Read
+            cmd(0x8002, 0x122, struct.pack(">III", OWNER, index, len(PW)) + PW),  # NV_UndefineSpace
+        ]
+    for pcr in (0, 7, 16, 23):
+        ops.append(extend(pcr, [("sha256", bytes([pcr]) * 32)]))
+        ops.append(cmd(0x8002, 0x13D, struct.pack(">II", pcr, len(PW)) + PW))  # PCR_Reset
+    ops += [
+        cmd(0x8001, 0x186, b2(b"") + b"\x00\x0b"),  # HashSequenceStart
+        cmd(0x8001, 0x186, b2(b"") + b"\x00\x10"),  # an event sequence
+        seq_update(0x80000000, b"more"),
+        seq_complete(0x80000000),
+        cmd(0x8002, 0x129, struct.pack(">II", OWNER, len(PW)) + PW + b2(b"new owner auth")),
+        cmd(
+            0x8002,
+            0x12B,
+            struct.pack(">II", 0x4000000C, len(PW))
+            + PW
+            + bytes.fromhex("00000002 000c 03 ffffff 000b 03 ffffff"),
+        ),  # PCR_Allocate
+    ]
+    return ops
+
+
+OPERATIONS = _operations()
+
+
+def _power_cycle(t: Builtin) -> None:
+    t.startup()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(0, len(OPERATIONS)), max_size=40))
+def test_every_state_the_tpm_writes_loads_back(steps: list[int]) -> None:
+    a = Builtin(seed=7)
+    for step in steps:
+        if step == len(OPERATIONS):
+            _power_cycle(a)
+        else:
+            rc(a.execute(OPERATIONS[step]))
+        state = a.get_state()
+        b = Builtin(seed=8)
+        b.set_state(state)
+        assert _timeless(b.get_state()) == _timeless(state)  # the same TPM, read a moment later
+
+
+def _timeless(state: dict[str, bytes]) -> dict[str, object]:
+    """The payloads of *state* without the clock readings (time moves on between reads)."""
+    out: dict[str, object] = {}
+    for kind, blob in state.items():
+        payload = json.loads(blob[16:-32]) if blob else None
+        if isinstance(payload, dict):
+            payload = {k: v for k, v in payload.items() if not k.endswith("_ms")}
+        out[kind] = payload
+    return out
+
+
+def _mutations(rng: random.Random, value: object, depth: int = 0) -> object:
+    """A random replacement somewhere inside a JSON *value*."""
+    if isinstance(value, dict) and value and depth < 6 and rng.random() < 0.8:
+        key = rng.choice(sorted(value))
+        return {**value, key: _mutations(rng, value[key], depth + 1)}
+    if isinstance(value, list) and value and depth < 6 and rng.random() < 0.8:
+        at = rng.randrange(len(value))
+        return [*value[:at], _mutations(rng, value[at], depth + 1), *value[at + 1 :]]
+    return rng.choice(
+        [
+            None,
+            True,
+            False,
+            -1,
+            0,
+            1,
+            7,
+            8,
+            255,
+            2**31,
+            2**64,
+            1.5,
+            "",
+            "00",
+            "zz",
+            "ff" * 33,
+            "00" * 8,
+            [],
+            {},
+            [0] * 24,
+            {"11": []},
+            {"4": 0},
+            value,
+        ]
+    )
+
+
+def _seal(blob: bytes, payload: object) -> bytes:
+    """*blob*'s header with another *payload* (any JSON) and a valid digest."""
+    body = json.dumps(payload).encode()
+    head = blob[:12] + struct.pack(">I", len(body))
+    return head + body + hashlib.sha256(head + body).digest()
+
+
+def _battery(t: Builtin) -> None:
+    """Every operation once, and a fresh power-on: no command may raise."""
+    for command in OPERATIONS:
+        rc(t.execute(command))
+    t.startup()
+    rc(t.execute(STARTUP_STATE))
+    rc(t.execute(STARTUP_CLEAR))
+    for command in OPERATIONS[:40]:
+        rc(t.execute(command))
+
+
+def test_mutated_states_are_refused_or_consistent() -> None:
+    rng = random.Random(910)
+    sources = []
+    for seed, steps in ((1, 60), (2, 120), (3, 200)):
+        t = Builtin(seed=seed)
+        for _ in range(steps):
+            rc(t.execute(rng.choice(OPERATIONS)))
+        sources.append(t.get_state())
+    loaded = refused = 0
+    for _ in range(400):
+        good = rng.choice(sources)
+        kind = rng.choice([k for k in STATE_KEYS if good[k]])
+        payload = json.loads(good[kind][16:-32])
+        state = {**good, kind: _seal(good[kind], _mutations(rng, payload))}
+        if rng.random() < 0.1:  # and some bytes that break the seal
+            raw = bytearray(state[kind])
+            raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
+            state[kind] = bytes(raw)
+        t = Builtin(seed=5)
+        try:
+            t.set_state(state)
+        except StateError:
+            refused += 1
+            continue
+        loaded += 1
+        again = t.get_state()  # what loaded is a state the TPM itself can save ...
+        Builtin(seed=6).set_state(again)  # ... and load
+        _battery(t)  # and run
+        Builtin(seed=6).set_state(t.get_state())
+    assert refused > 100 and loaded > 50

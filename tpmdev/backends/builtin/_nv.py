@@ -61,6 +61,7 @@ __all__ = [
     "MAX_ORDERLY_COUNT",
     "NvIndex",
     "check_define",
+    "check_defined",
     "nt",
     "startup_attributes",
     "unmarshal_nv_public",
@@ -227,6 +228,58 @@ def check_define(
         raise TpmError(c.TPM_RC_ATTRIBUTES + p_public)
     if data_size > c.MAX_NV_BUFFER_SIZE and attributes & TPMA_NV_WRITEALL:
         raise TpmError(c.TPM_RC_SIZE + p_public)
+
+
+def check_defined(index: NvIndex, platform_created: bool | None = None) -> str | None:
+    """Why *index* cannot be a defined index of this TPM, or None if it can.
+
+    The rules of :func:`check_define` that hold for as long as an index is
+    defined (not those about the bits a TPM sets later, WRITTEN and the
+    locks), and what the commands keep true of its contents. For a state
+    loaded from outside: an index that breaks them was never defined.
+    """
+    if index.name_alg not in c.HASH_ALGS:
+        return f"nameAlg {index.name_alg:#06x} is not a hash algorithm"
+    name_size = c.HASH_ALGS[index.name_alg][1]
+    kind = index.type
+    attributes = index.attributes
+    if attributes & TPMA_NV_RESERVED:
+        return "reserved attribute bits are set"
+    if kind not in _TYPES:
+        return f"its type (TPM_NT {kind}) is none a TPM defines"
+    if index.auth_policy and len(index.auth_policy) != name_size:
+        return f"its authPolicy is {len(index.auth_policy)} bytes, not {name_size} (nameAlg)"
+    if len(index.auth) > name_size:
+        return f"its authValue is {len(index.auth)} bytes, more than the {name_size} of nameAlg"
+    if kind == TPM_NT_ORDINARY:
+        if index.data_size > c.MAX_NV_INDEX_SIZE:
+            return f"it is {index.data_size} bytes, more than {c.MAX_NV_INDEX_SIZE}"
+    elif kind == TPM_NT_EXTEND:
+        if index.data_size != name_size:
+            return f"an extend index of {index.data_size} bytes, not {name_size} (nameAlg)"
+    elif index.data_size != 8:
+        return f"a counter, bits or PIN index of {index.data_size} bytes, not 8"
+    if len(index.data) != index.data_size:
+        return f"it holds {len(index.data)} bytes of data for a size of {index.data_size}"
+    if kind == TPM_NT_COUNTER and attributes & TPMA_NV_CLEAR_STCLEAR:
+        return "a counter with TPMA_NV_CLEAR_STCLEAR"
+    if kind == TPM_NT_PIN_FAIL and not attributes & TPMA_NV_NO_DA:
+        return "a PIN fail index without TPMA_NV_NO_DA"
+    if kind in (TPM_NT_PIN_FAIL, TPM_NT_PIN_PASS) and attributes & (
+        TPMA_NV_AUTHWRITE | TPMA_NV_GLOBALLOCK | TPMA_NV_WRITEDEFINE
+    ):
+        return "a PIN index with AUTHWRITE, GLOBALLOCK or WRITEDEFINE"
+    if not attributes & (TPMA_NV_OWNERREAD | TPMA_NV_PPREAD | TPMA_NV_AUTHREAD | TPMA_NV_POLICYREAD):
+        return "no way to read it"
+    if not attributes & (TPMA_NV_OWNERWRITE | TPMA_NV_PPWRITE | TPMA_NV_AUTHWRITE | TPMA_NV_POLICYWRITE):
+        return "no way to write it"
+    if attributes & TPMA_NV_CLEAR_STCLEAR and attributes & TPMA_NV_WRITEDEFINE:
+        return "both TPMA_NV_CLEAR_STCLEAR and TPMA_NV_WRITEDEFINE"
+    if attributes & TPMA_NV_POLICY_DELETE and not attributes & TPMA_NV_PLATFORMCREATE:
+        return "TPMA_NV_POLICY_DELETE on an index the platform did not create"
+    if index.data_size > c.MAX_NV_BUFFER_SIZE and attributes & TPMA_NV_WRITEALL:
+        return f"TPMA_NV_WRITEALL on {index.data_size} bytes, more than one NV_Write carries"
+    return None
 
 
 def startup_attributes(attributes: int, reset: bool) -> int:

@@ -34,9 +34,16 @@ deactivated / failure flags and the tick session; savestate is always empty
 (TPM_SaveState is not implemented).
 
 Every check happens before anything is changed: a blob that is garbage,
-truncated, of another format version, of the other TPM family, of another
-kind, or that describes an impossible TPM raises :class:`tpmdev.StateError`
-and leaves the TPM as it was.
+truncated, nested too deeply to read, of another format version, of the other
+TPM family, of another kind, or that describes an impossible TPM raises
+:class:`tpmdev.StateError` and leaves the TPM as it was. Impossible includes
+NV indices no TPM2_NV_DefineSpace could have made, or whose contents no NV
+command could have left (:func:`~._nv.check_defined`: a counter of other
+than 8 bytes, an extend index not of its digest size, an undefined index
+type, ...), and more NV indices than the TPM's NV memory holds. The digest
+guards against corruption, not against a crafted blob; what such a blob can
+still describe is a TPM the engine runs without raising (fuzzed in the
+tests).
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from typing import Any, Callable
 
 from tpmdev.backends.builtin import _constants as c
 from tpmdev.backends.builtin import _crypto
-from tpmdev.backends.builtin._nv import TPMA_NV_RESERVED, NvIndex
+from tpmdev.backends.builtin._nv import NV_MEMORY_SIZE, TPMA_NV_RESERVED, NvIndex, check_defined
 from tpmdev.errors import StateError
 
 __all__ = [
@@ -111,6 +118,8 @@ def decode(blob: bytes, family: int, kind: str) -> Json:
         payload = json.loads(blob[_HEADER.size : end].decode())
     except ValueError as err:
         raise StateError(f"{what} has an unreadable payload: {err}") from None
+    except RecursionError:
+        raise StateError(f"{what} has an unreadable payload: nested too deeply") from None
     if not isinstance(payload, dict):
         raise StateError(f"{what} has an unreadable payload (not an object)")
     return payload
@@ -300,11 +309,15 @@ def tpm2_load(
         if not set(auths) <= {c.TPM_RH_OWNER, c.TPM_RH_ENDORSEMENT, c.TPM_RH_PLATFORM, c.TPM_RH_LOCKOUT}:
             raise _Bad("authValue of an unknown hierarchy")
         new.hierarchy_auth = auths
+        if not isinstance(perm["nv"], list):
+            raise _Bad("the NV indices are not a list")
         for entry in perm["nv"]:
             index = _nv_index(entry)
             if index.handle in new.nv:
                 raise _Bad(f"NV index {index.handle:#010x} is defined twice")
             new.nv[index.handle] = index
+        if sum(index.cost for index in new.nv.values()) > NV_MEMORY_SIZE:
+            raise _Bad(f"the NV indices need more than the TPM's {NV_MEMORY_SIZE} bytes of NV memory")
         new.max_counter = _int(perm["max_counter"])
         new.failed_tries = _int(perm["failed_tries"], high=2**32 - 1)
         new.da_heal_ms = _int(perm["da_heal_ms"])
@@ -385,7 +398,11 @@ def _nv_index(entry: Any) -> NvIndex:
     policy = _bytes(entry["auth_policy"], max_size=c.MAX_DIGEST_SIZE)
     auth = _bytes(entry["auth"], max_size=c.MAX_DIGEST_SIZE)
     data = _bytes(entry["data"], size)
-    return NvIndex(handle, name_alg, attributes, policy, size, auth, bytearray(data))
+    index = NvIndex(handle, name_alg, attributes, policy, size, auth, bytearray(data))
+    reason = check_defined(index)
+    if reason is not None:
+        raise _Bad(f"NV index {handle:#010x} cannot exist: {reason}")
+    return index
 
 
 # -- TPM 1.2 --------------------------------------------------------------------
