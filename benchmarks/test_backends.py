@@ -191,3 +191,13 @@ class TestRoundTrips:
         with tpmdev.backends.Builtin() as tpm:
             dev = _device(tpm)
             assert response_code(benchmark(tis_round_trip(dev), COMMANDS[name])) == 0
+
+
+# The established flag is asked at every read of TIS ACCESS / CRB
+# LOC_STATE: what one answer costs, straight from each in-process TPM.
+@pytest.mark.parametrize("kind", ["Builtin", "Libtpms"])
+def test_get_established_flag(benchmark: Callable[..., bool], kind: str) -> None:
+    benchmark.group = "get_established_flag"  # type: ignore[attr-defined]
+    backend = tpmdev.backends.Builtin() if kind == "Builtin" else tpmdev.backends.Libtpms()
+    with _started(backend) as tpm:
+        assert benchmark(tpm.get_established_flag) is False

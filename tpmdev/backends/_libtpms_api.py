@@ -226,6 +226,11 @@ class Api:
         self.TPM_IO_Hash_End = fn("TPM_IO_Hash_End", c_uint32)
         self.TPM_IO_TpmEstablished_Get = fn("TPM_IO_TpmEstablished_Get", c_uint32, POINTER(c_uint8))
         self.TPM_IO_TpmEstablished_Reset = fn("TPM_IO_TpmEstablished_Reset", c_uint32)
+        # A second handle on TPM_IO_TpmEstablished_Get with no argtypes (ctypes
+        # then converts nothing): for callers that always pass a byref(c_uint8).
+        unchecked = ctypes.CDLL(path).TPM_IO_TpmEstablished_Get
+        unchecked.restype = c_uint32
+        self.established_get_unchecked = unchecked
         self.TPM_Free = fn("TPM_Free", None, c_void_p)
         self.TPMLIB_SetDebugLevel = fn("TPMLIB_SetDebugLevel", None, c_uint)
 

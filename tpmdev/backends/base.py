@@ -256,7 +256,8 @@ class Backend(abc.ABC):
         Asked on every read of the register that shows it: cheap, and right
         after anything that changed the flag.
         """
-        self._check_open()
+        if self._closed:
+            self._check_open()
         return self._get_established_flag()
 
     def _get_established_flag(self) -> bool:

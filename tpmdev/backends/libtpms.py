@@ -372,6 +372,9 @@ class _Session:
         self.callback_error: str | None = None
         self.flag = c_uint8(0)  # TPM_IO_TpmEstablished_Get's answer
         self.flag_ref = ctypes.byref(self.flag)
+        # The same C function without argtypes: no conversion per call (the
+        # one argument is always flag_ref), for a read made at every ACCESS read.
+        self.flag_get = api.established_get_unchecked
         # libtpms' response buffer: grown by libtpms (realloc), freed with TPM_Free
         self.rbuf = POINTER(c_uint8)()
         self.rsize = c_uint32(0)
@@ -754,11 +757,17 @@ class Libtpms(Backend):
         in flight: libtpms keeps the flag in a variable it only reads here.
         """
         s = self._s
+        if self._version == 2:
+            # TPM 2.0 keeps the flag in a static variable, readable in any
+            # power state: no lock at all (the call cannot fail).
+            s.flag_get(s.flag_ref)
+            return bool(s.flag.value)
+        # TPM 1.2 reads it from a TPM instance that TPMLIB_Terminate frees.
         with s.power_lock:
             if not s.running:
                 self._check_usable()
                 raise BackendError("the libtpms TPM is not running; create a new backend")
-            rc = s.api.TPM_IO_TpmEstablished_Get(s.flag_ref)
+            rc = s.flag_get(s.flag_ref)
             flag = s.flag.value
         if rc != TPM_SUCCESS:
             raise BackendError(f"TPM_IO_TpmEstablished_Get failed: {result_name(rc)}")
