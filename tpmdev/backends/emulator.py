@@ -55,6 +55,21 @@ Where we differ from QEMU, on purpose
   0), as newer QEMU does; 7.2 waits for 8 bytes of GET_TPMESTABLISHED even
   when swtpm sends only a 4-byte error.
 * The version probe waits ``timeout`` seconds for each answer, not 1 s.
+* The established flag is cached as QEMU caches it (asked once, asked again
+  after a successful CMD_RESET_TPMESTABLISHED), and also dropped by every
+  other control command that may change it (INIT, STOP, HASH_*,
+  SET_STATEBLOB, ...; :attr:`Control.changes
+  <tpmdev.backends.swtpm.Control.changes>`), even one sent through
+  :attr:`Emulator.control` directly, and by a TPM 1.2
+  TSC_ResetEstablishmentBit command. QEMU's cache outlives a machine reset
+  and a state load, and can then show a flag the TPM no longer has.
+* Localities are 0..4 (the backend contract); QEMU hands swtpm whatever
+  its frontend gives, which is never more than 4.
+* A swtpm started by :meth:`Emulator.spawn` runs with ``--terminate`` and
+  has a guard process (a few lines of shell in a session of its own): when
+  the host dies without closing the backend -- SIGKILL, SIGTERM, a crash --
+  swtpm ends and its private directory and sockets are removed. QEMU leaves
+  starting swtpm to libvirt.
 * Convenience: a host that never calls :meth:`Emulator.startup` gets one
   implicitly (buffer size query, then ``startup(0)``) before its first
   command, established-flag request or hash sequence. A swtpm spawned with
