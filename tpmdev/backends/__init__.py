@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tpmdev.backends._open import BACKEND_KINDS
 from tpmdev.backends._open import open_backend as open
 from tpmdev.backends._probe import probe_buffer_size, probe_version
-from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, STATE_KEYS, Backend
+from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, LOCALITIES, MAX_COMMAND_SIZE, STATE_KEYS, Backend
 
 if TYPE_CHECKING:
     from tpmdev.backends.builtin import Builtin
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "DEFAULT_BUFFER_SIZE",
+    "LOCALITIES",
+    "MAX_COMMAND_SIZE",
     "STATE_KEYS",
     "BACKEND_KINDS",
     "Builtin",
