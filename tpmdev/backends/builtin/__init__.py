@@ -56,7 +56,9 @@ time the TPM reads it; the same command sequence then gives the same bytes. With
 Localities: ``execute(command, locality)`` runs the command at *locality*
 (0-4); it decides which PCRs may be extended or reset (PC Client rules, see
 :mod:`._pcr`) and where TPM2_Startup is allowed (0 and 3; at 3 PCR 0 starts
-as ``00..03``). A locality above 4 gets TPM_RC_LOCALITY / TPM_BAD_LOCALITY.
+as ``00..03``). Other localities are a host error (the backend contract,
+:mod:`tpmdev.backends.base`); the engine alone, given one, answers
+TPM_RC_LOCALITY / TPM_BAD_LOCALITY.
 
 Digests and MACs come from ``cryptography`` (:mod:`._crypto`), for SHA-1,
 SHA-256, SHA-384 and SHA-512. PCR banks SHA-1 and SHA-256 are allocated by
