@@ -486,12 +486,8 @@ class Device:
 
     # -- requests from the core ---------------------------------------------
     def _on_request(self, kind: int) -> None:
-        if kind == REQUEST_COMMAND:
-            self._deliver()
-        elif kind == REQUEST_CANCEL:
-            if self.busy:
-                self._backend_call(self._owned.backend.cancel)
-        elif kind == REQUEST_ESTABLISHED:
+        # (the established flag first: a core may ask at every ACCESS read)
+        if kind == REQUEST_ESTABLISHED:
             # QEMU caches only an answer: after a failure the flag reads as
             # "not established" and the next read asks again.
             try:
@@ -500,6 +496,11 @@ class Device:
                 self._report(exc)
             else:
                 self.core.set_established(bool(flag))
+        elif kind == REQUEST_COMMAND:
+            self._command_ready()
+        elif kind == REQUEST_CANCEL:
+            if self.busy:
+                self._backend_call(self._owned.backend.cancel)
         elif kind == REQUEST_RESET_ESTABLISHED:
             locality = self._established_locality()
             if locality is None:  # pragma: no cover - a core asks only for an active locality
@@ -537,7 +538,7 @@ class Device:
         else:
             self.core.post(response, selftest_done)
 
-    def _deliver(self) -> None:
+    def _command_ready(self) -> None:
         pending = self.core.pending_command
         if pending is None:  # pragma: no cover - the core only asks with a command
             return
