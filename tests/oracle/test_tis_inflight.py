@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -67,6 +69,30 @@ def write_frozen(pair: Pair, offset: int, value: int, size: int = 1) -> None:
     pair._check_irq("write")
 
 
+def _queued_bytes(pid: int) -> int:
+    """Bytes waiting in the receive queues of *pid*'s unix stream sockets, as ``ss`` reports them."""
+    out = subprocess.run(["ss", "-xHnp"], capture_output=True, text=True, check=True, timeout=10).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if f"pid={pid}," in line)
+
+
+def _wait_sent(pair: Pair, command: bytes, timeout: float = 10.0) -> None:
+    """Wait until QEMU's worker thread has written *command* to its (stopped) swtpm.
+
+    QEMU hands the command to a worker thread at tpmGo and the worker reads
+    the TIS buffer when it writes to the socket. If the guest overwrites the
+    buffer first (another locality's command), swtpm receives the new bytes:
+    a race inside QEMU, not a behaviour to compare. Waiting for the bytes to
+    sit in the frozen swtpm's receive queue takes the race out.
+    """
+    proc = pair.qemu.swtpm.proc
+    assert proc is not None
+    deadline = time.monotonic() + timeout
+    while _queued_bytes(proc.pid) < len(command):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"QEMU did not send the {len(command)}-byte command within {timeout} s")
+        time.sleep(0.002)
+
+
 def start_frozen_command(pair: Pair, command: bytes, locality: int = 0) -> None:
     """Write *command* at *locality* and tpmGo it; the caller has frozen both swtpms."""
     base = loc(locality)
@@ -75,6 +101,7 @@ def start_frozen_command(pair: Pair, command: bytes, locality: int = 0) -> None:
         pair.writeb(base | FIFO, byte)
     pair.readl(base | STS)
     write_frozen(pair, base | STS, 0x20)  # tpmGo: the command stays in flight
+    _wait_sent(pair, command)
 
 
 def trigger_and_resume(pair: Pair, offset: int, value: int, size: int = 1) -> None:
