@@ -15,7 +15,9 @@ CMD_CANCEL_TPM_CMD (the kernel likewise passes the cancel to the chip).
 
 The swtpm runs with ``--flags not-need-init`` and, when ``started`` (the
 default), ``startup-clear``: like a host's TPM after boot, it is powered and
-TPM(2)_Startup has been sent.
+TPM(2)_Startup has been sent. The constructor returns once swtpm has
+finished initialising the TPM (see there), so the first command is answered
+as quickly as a booted host's TPM answers it.
 
 Fault injection (what a real TPM behind a real kernel might do, and swtpm
 does not): :meth:`StandIn.fault` queues answers that replace swtpm's for the
@@ -91,6 +93,16 @@ class StandIn:
             self._data = connect_when_listening(server, self.process)
             self._ctrl_sock = connect_when_listening(ctrl, self.process)
             self.control = Control(self._ctrl_sock, timeout=_IO_TIMEOUT)
+            # Hand the device out only once the TPM is up, like a host's TPM
+            # after boot. swtpm binds its sockets first and initialises the TPM
+            # (not-need-init) afterwards, answering neither socket meanwhile;
+            # for TPM 1.2 libtpms's start-up self-test generates an RSA key,
+            # 0.2-0.6 s of CPU, well over a second of waiting on a busy machine.
+            # A first command would sit behind that and miss the backend's
+            # 1 s version probe (QEMU's limit, meant for a running TPM). Any
+            # answer on the control channel comes from swtpm's main loop, i.e.
+            # after the initialisation, and sends the TPM no command.
+            self.control.get_capability()
 
             ours, self._far = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             self.device_fd = ours.detach()
