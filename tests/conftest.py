@@ -1,10 +1,19 @@
 """Shared fixtures.
 
-``tis_class`` runs a test once per register-model variant, in the manner of
+``impl`` runs a test once per register-model variant, in the manner of
 aio-libs: id ``c`` is the compiled model, id ``py`` the pure-Python source
-of the same module. ``c`` fails (not skips) when the extension is missing and
-TPMDEV_REQUIRE_EXTENSIONS is set, and is skipped otherwise, so a pure
-install still runs every behavioural test once.
+of the same module. Which variants exist decides which ids there are:
+
+* compiled models in use (``tpmdev.USE_EXTENSIONS``): ``c`` and ``py``;
+* ``TPMDEV_REQUIRE_EXTENSIONS`` set: ``c`` and ``py`` always, and ``c``
+  fails where the compiled models are missing;
+* otherwise (a pure install, ``TPMDEV_NO_EXTENSIONS=1``): ``py`` only.
+
+Tests that need what a pure install lacks on purpose (the compiled models,
+through ``compiled_core_class``; Cython itself, through ``cython_module``)
+are deselected, never skipped, in a pure install without
+``TPMDEV_REQUIRE_EXTENSIONS``, and the summary says how many and why. A
+pure install therefore runs every behavioural test once and skips nothing.
 
 Every test also checks that no device worker thread it started outlives it
 (a device dropped without ``close()`` must be collected with its thread).
@@ -13,9 +22,11 @@ Every test also checks that no device worker thread it started outlives it
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import threading
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
@@ -24,8 +35,78 @@ import tpmdev.hw
 import tpmdev.hw.tis
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip() not in ("", "0")
+
+
+def _cython_importable() -> bool:
+    try:
+        importlib.import_module("cython")
+    except ImportError:
+        return False
+    return True
+
+
+REQUIRE = _flag("TPMDEV_REQUIRE_EXTENSIONS")
+#: The variants this run tests (the ids of ``impl``).
+VARIANTS = ["c", "py"] if tpmdev.USE_EXTENSIONS or REQUIRE else ["py"]
+#: Fixture name -> what it needs, for tests that cannot run in every install.
+NEEDS = {
+    "compiled_core_class": ("the compiled register models", tpmdev.USE_EXTENSIONS),
+    "cython_module": ("Cython", _cython_importable()),
+}
+_DROPPED = pytest.StashKey[tuple[int, list[str]]]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REQUIRE:
+        return  # the fixtures fail where something is missing
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    reasons: set[str] = set()
+    for item in items:
+        missing = [
+            what
+            for name, (what, there) in NEEDS.items()
+            if not there and name in getattr(item, "fixturenames", ())
+        ]
+        if missing:
+            dropped.append(item)
+            reasons.update(missing)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        config.stash[_DROPPED] = (len(dropped), sorted(reasons))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    models = "compiled" if tpmdev.USE_EXTENSIONS else "pure Python"
+    return f"tpmdev: {models} register models in use; testing variants {', '.join(VARIANTS)}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    if _DROPPED in config.stash:
+        count, reasons = config.stash[_DROPPED]
+        terminalreporter.write_line(
+            f"tpmdev: {count} tests deselected: they need {' and '.join(reasons)}, which this install "
+            "does not have (with TPMDEV_REQUIRE_EXTENSIONS=1 they run, and fail)"
+        )
+
+
+def _require_compiled() -> None:
+    if not tpmdev.USE_EXTENSIONS:
+        pytest.fail(
+            "compiled register models are not in use (TPMDEV_REQUIRE_EXTENSIONS is set, "
+            "TPMDEV_NO_EXTENSIONS too?): build them or unset TPMDEV_REQUIRE_EXTENSIONS"
+        )
+
+
 def _pure_tis_class() -> type[tpmdev.TIS]:
     core = tpmdev.hw.pure("tis").TisCore
+    if core is tpmdev.TIS._Core:
+        return tpmdev.TIS
 
     class PureTIS(tpmdev.TIS):
         _Core = core
@@ -34,14 +115,7 @@ def _pure_tis_class() -> type[tpmdev.TIS]:
     return PureTIS
 
 
-def _require_compiled() -> None:
-    if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
-        if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
-            pytest.fail("compiled register models are missing")
-        pytest.skip("compiled register models are not built")
-
-
-@pytest.fixture(params=["c", "py"])
+@pytest.fixture(params=VARIANTS)
 def impl(request: pytest.FixtureRequest) -> str:
     """The variant under test: 'c' (compiled) or 'py' (pure Python)."""
     if request.param == "c":
@@ -54,6 +128,15 @@ def compiled_core_class() -> type:
     """The compiled ``TisCore``, for tests that need both variants at once."""
     _require_compiled()
     return tpmdev.hw.tis.TisCore
+
+
+@pytest.fixture
+def cython_module() -> ModuleType:
+    """Cython's ``cython`` module (Cython installed), for the build tests."""
+    try:
+        return importlib.import_module("cython")
+    except ImportError:
+        pytest.fail("Cython is not installed (the test extra installs it)")
 
 
 @pytest.fixture
