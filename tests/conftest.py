@@ -92,3 +92,17 @@ def compiled_crb_core_class() -> type:
 def recording_core_class(impl: str) -> type:
     """``RecordingCore`` (the bare access layer) of the variant chosen by ``impl``."""
     return _variant(impl, "core", "RecordingCore")
+
+
+@pytest.fixture
+def crb_class(impl: str) -> type[tpmdev.CRB]:
+    """``tpmdev.CRB`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.CRB
+    core = tpmdev.hw.pure("crb").CrbCore
+
+    class PureCRB(tpmdev.CRB):
+        _Core = core
+
+    PureCRB.__name__ = PureCRB.__qualname__ = "CRB"
+    return PureCRB
