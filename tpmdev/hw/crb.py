@@ -202,9 +202,8 @@ class CrbCore(MmioCore):
         else:
             val = self._m8[off]
         if (off & _WINDOW_MASK) == TPM_LOC_STATE:
-            # QUIRK: tpmEstablished is computed only for an access at exactly
-            # LOC_STATE; a byte read of lane 0 through another address cannot
-            # happen, so every other access shows the stored 0.
+            # tpmEstablished, computed at every read (nothing is cached); only
+            # an access at the window's offset 0 reaches bit 0 of LOC_STATE
             if self._query_established() != 1:
                 val |= TPM_LOC_STATE_TPM_ESTABLISHED
         return val
@@ -228,6 +227,8 @@ class CrbCore(MmioCore):
             if value == TPM_CRB_CTRL_START_INVOKE:
                 self._start(locty)
         elif reg == TPM_CRB_CTRL_REQ:
+            # QUIRK: from any locality, assigned or not; tpmIdle is the whole
+            # effect (START does not need cmdReady)
             if value == TPM_CRB_CTRL_REQ_CMD_READY:
                 self._set_ctrl_sts(self._ctrl_sts() & ~TPM_CRB_CTRL_STS_TPM_IDLE)
             elif value == TPM_CRB_CTRL_REQ_GO_IDLE:
@@ -299,6 +300,7 @@ class CrbCore(MmioCore):
             self._waiting |= 1 << locty  # granted when the active locality relinquishes
 
     def _relinquish(self, locty: cython.int) -> None:
+        # QUIRK: a command in flight keeps running; its response still arrives
         loc: cython.int
         if locty != self._active:
             self._waiting &= ~(1 << locty)  # withdraw a request
@@ -364,7 +366,7 @@ class CrbCore(MmioCore):
         self._set32(base + TPM_CRB_CTRL_START, 0)
         self._cmd_locty = CRB_NO_LOCALITY
         if failed:
-            # sticky until reset: goIdle and cmdReady keep it
+            # QUIRK: sticky until reset: goIdle, cmdReady and later successes keep it
             self._set_ctrl_sts(self._ctrl_sts() | TPM_CRB_CTRL_STS_TPM_STS)
         # (CRB has no selfTestDone bit: *selftest_done* changes nothing)
 
