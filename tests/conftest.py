@@ -5,11 +5,17 @@ aio-libs: id ``c`` is the compiled model, id ``py`` the pure-Python source
 of the same module. ``c`` fails (not skips) when the extension is missing and
 TPMDEV_REQUIRE_EXTENSIONS is set, and is skipped otherwise, so a pure
 install still runs every behavioural test once.
+
+Every test also checks that no device worker thread it started outlives it
+(a device dropped without ``close()`` must be collected with its thread).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -67,6 +73,25 @@ def core_class(impl: str) -> type:
         return tpmdev.hw.tis.TisCore
     core: type = tpmdev.hw.pure("tis").TisCore
     return core
+
+
+def _is_device_worker(thread: threading.Thread) -> bool:
+    return thread.name.startswith("tpmdev-") and thread.name.endswith("-worker")
+
+
+@pytest.fixture(autouse=True)
+def no_worker_thread_left() -> Iterator[None]:
+    """Fail a test that leaves a device worker thread running after it."""
+    before = set(threading.enumerate())
+    yield
+    started = [t for t in threading.enumerate() if t not in before and _is_device_worker(t)]
+    if not started:
+        return
+    gc.collect()  # devices dropped without close() end their worker when collected
+    for thread in started:
+        thread.join(10)
+    alive = [t.name for t in started if t.is_alive()]
+    assert not alive, f"device worker threads still running after the test: {alive}"
 
 
 def _variant(impl: str, module: str, name: str) -> type:

@@ -49,7 +49,15 @@ def test_five_localities(crb_class: type[tpmdev.CRB]) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"tpm_version": 3}, {"localities": 4}, {"localities": True}, {"address": 0x123}, {"address": -1}],
+    [
+        {"tpm_version": 3},
+        {"localities": 4},
+        {"localities": True},
+        {"address": 0x123},
+        {"address": -1},
+        {"ppi": 1},
+        {"asynchronous": "yes"},
+    ],
     ids=repr,
 )
 def test_bad_configuration(crb_class: type[tpmdev.CRB], kwargs: dict[str, object]) -> None:

@@ -6,10 +6,13 @@ response within the backend's timeout, and the host a BackendError.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import signal
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +98,23 @@ def test_swtpm_fault_gives_guest_tpm_fail(
         start = time.monotonic()
         assert driver.transmit(C.tpm2_get_random(8)) == FATAL_RESPONSE
         assert time.monotonic() - start < 1.5
+
+
+def test_forgotten_async_device_ends_its_swtpm(tis_class: type[tpmdev.TIS], tmp_path: Path) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    threads = set(threading.enumerate())
+    backend = Emulator.spawn(tmp_path / "state", tpm_version=2)
+    pid = backend.pid
+    assert pid is not None
+    dev = tis_class(backend, asynchronous=True)
+    assert response_code(TisDriver(dev, timeout=5).transmit(C.tpm2_startup())) == 0
+    ref = weakref.ref(dev)
+    del dev
+    gc.collect()
+    assert ref() is None and backend.closed
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # swtpm ended and was reaped
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(10)
+    assert set(threading.enumerate()) <= threads
+    assert len(os.listdir("/proc/self/fd")) == fds

@@ -14,23 +14,45 @@ lives here:
 * the requests of the core (``request(kind)`` with the ``REQUEST_*`` kinds):
   run a command, cancel it, read or reset the established flag;
 * asynchronous mode: the command runs on a worker thread and its response is
-  handed to the core with ``core.post`` and applied on the caller's thread
-  (at the core's next access, :meth:`Device.poll` or :meth:`Device.wait`), as
-  QEMU applies completions on its main loop;
+  handed to the core with ``core.post`` and applied on the thread that drives
+  the device (at the core's next access, :meth:`Device.poll` or
+  :meth:`Device.wait`), as QEMU applies completions on its main loop;
 * the backend-error policy: the guest reads QEMU's fatal response
   (``00 C4 00 00 00 0A 00 00 00 09``), the core is told the command failed,
   the error is logged, kept in :attr:`Device.backend_error` and passed to
   ``on_backend_error``;
+* host callbacks contained: an exception from ``irq``, ``on_complete`` or
+  ``on_backend_error`` is logged and kept in :attr:`Device.callback_error`,
+  never raised into the guest's access;
 * selftest detection (a successful TPM 1.2 ContinueSelfTest).
 
-The core contract (what :meth:`Device._make_core` must return): an object with
+The core contract (what :meth:`Device._make_core` returns): an object with
 ``reset(tpm_version, bufsize)``, ``pending_command -> (locality, bytes) |
 None``, ``complete(response, selftest_done=False[, failed=False])``,
 ``post(...)`` with the same arguments, ``poll() -> bool`` and
 ``set_established(bool)``; it calls the ``request`` callable it was given with
-one of the ``REQUEST_*`` kinds. A core asks for a command only when no command
-of its own is in flight (its previous completion was applied). A core that
-asks for REQUEST_RESET_ESTABLISHED also has ``active_locality``.
+one of the ``REQUEST_*`` kinds; ``complete`` and ``poll`` may be called from
+inside ``request`` (synchronous mode completes a command there). A core may
+ask for a command while one is in flight (the TIS does when a locality gave up
+the TPM without cancelling and another one sends a command): the device drops
+it, as QEMU does. A core that asks for REQUEST_RESET_ESTABLISHED also has
+``active_locality``.
+
+Asynchronous mode, in detail. One command at a time is a :class:`_Job`. The
+worker runs it on the backend, then (under a lock) marks it ``ran`` and posts
+the completion to the core, then sets ``done``. The job stays the device's
+until the driving thread retires it, when its completion is applied: in
+:meth:`Device.wait` / :meth:`Device.poll`, or when the core asks for the next
+command and the completion turns out to be applied already (QEMU likewise
+clears its pending request on the main loop, when it applies the completion).
+A command is dropped ("request pending", as QEMU) only while the previous
+completion is not applied; what the worker does after posting never matters.
+
+Lifetime. The worker thread holds the device only weakly between commands,
+and what must be released (the job queue, the backend the device owns) lives
+in a small object the device's finalizer holds. A device that is dropped
+without :meth:`Device.close` is therefore collected: its worker ends and its
+backend is closed (a spawned swtpm with it).
 """
 
 from __future__ import annotations
@@ -39,6 +61,7 @@ import inspect
 import logging
 import queue
 import threading
+import weakref
 from types import TracebackType
 from typing import Any, Callable, ClassVar, Optional, TypeVar
 
@@ -54,6 +77,9 @@ __all__ = [
     "REQUEST_CANCEL",
     "REQUEST_RESET_ESTABLISHED",
     "REQUEST_ESTABLISHED",
+    "check_flag",
+    "check_int",
+    "check_callback",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +93,44 @@ REQUEST_ESTABLISHED: int = _hw_tis.REQUEST_ESTABLISHED
 _VERSION_NAMES = {1: "TPM 1.2", 2: "TPM 2.0"}
 
 _D = TypeVar("_D", bound="Device")
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+# -- option checks: one rule for every frontend's constructor -----------------
+def check_flag(name: str, value: object) -> bool:
+    """*value* if it is a bool, else a :class:`ConfigurationError`."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: object, low: int, high: int, what: str = "an int") -> int:
+    """*value* if it is an int (not a bool) in ``low..high``, else a
+    :class:`ConfigurationError` naming *what* was expected."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be {what} {low}..{high}, got {value!r}")
+    return value
+
+
+def check_callback(name: str, value: Optional[_F], takes: str = "") -> Optional[_F]:
+    """*value* if it is callable or None, else a :class:`ConfigurationError`."""
+    if value is not None and not callable(value):
+        raise ConfigurationError(f"{name} must be a callable{takes} or None, got {value!r}")
+    return value
+
+
+def _check_version(value: object) -> Optional[int]:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value not in (1, 2)):
+        raise ConfigurationError(f"tpm_version must be 1 (TPM 1.2), 2 (TPM 2.0) or None, got {value!r}")
+    return value
+
+
+def _check_timeout(timeout: object) -> Optional[float]:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+        raise ConfigurationError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
+    return None if timeout > threading.TIMEOUT_MAX else float(timeout)
 
 
 def _takes_failed(complete: Callable[..., object]) -> bool:
@@ -78,13 +142,76 @@ def _takes_failed(complete: Callable[..., object]) -> bool:
         return False
 
 
+# -- asynchronous mode ---------------------------------------------------------
+class _Job:
+    """One command handed to the worker."""
+
+    __slots__ = ("command", "done", "locality", "ran")
+
+    def __init__(self, command: bytes, locality: int) -> None:
+        self.command = command
+        self.locality = locality
+        #: the backend has answered (set before the completion is posted)
+        self.ran = False
+        #: the completion is posted to the core (set after)
+        self.done = threading.Event()
+
+
+class _Owned:
+    """What a device must release, reachable without the device itself, so
+    that its finalizer can release it when a forgotten device is collected."""
+
+    __slots__ = ("backend", "jobs", "owns_backend", "worker")
+
+    def __init__(self, backend: Backend, owns_backend: bool) -> None:
+        self.backend = backend
+        self.owns_backend = owns_backend
+        self.jobs: Optional[queue.SimpleQueue[Optional[_Job]]] = None
+        self.worker: Optional[threading.Thread] = None
+
+    def release(self, join: bool) -> None:
+        """Stop the worker (after the command it runs), close an owned backend."""
+        jobs, self.jobs = self.jobs, None
+        if jobs is not None:
+            jobs.put(None)
+            worker = self.worker
+            if join and worker is not None and worker is not threading.current_thread():
+                worker.join()  # it ends at once: no command is in flight when close() joins
+        if self.owns_backend:
+            self.owns_backend = False
+            self.backend.close()
+
+
+def _finalize(owned: _Owned) -> None:
+    try:
+        owned.release(join=False)
+    except Exception:  # a finalizer has nobody to raise to
+        log.exception("releasing a device that was not closed failed")
+
+
+def _worker_main(device_ref: weakref.ref[Device], jobs: queue.SimpleQueue[Optional[_Job]]) -> None:
+    # Holds the device only while it runs a command, so that a device dropped
+    # without close() can be collected (its finalizer then stops this loop).
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        device = device_ref()
+        if device is None:
+            return
+        device._run_job(job)
+        del device
+
+
 class Device:
     """One TPM frontend: a sans-IO core, a backend, and the plumbing between.
 
     Not instantiated directly: a frontend subclasses it (see the module doc
     and ``_make_core``). The methods here are for the thread that drives the
     device (the simulator's main loop); only the worker of asynchronous mode
-    runs elsewhere.
+    runs elsewhere, and from it (inside ``on_complete`` or
+    ``on_backend_error``) :meth:`attach` and :meth:`close` may be called, but
+    not :meth:`wait` or :meth:`reset`.
 
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
     :param tpm_version: 1 (TPM 1.2) or 2 (TPM 2.0) for the interface; None
@@ -107,6 +234,13 @@ class Device:
     #: The frontend's name in messages, logs and the worker thread's name.
     _name: ClassVar[str] = "TPM"
 
+    #: The last error a backend reported (cleared by :meth:`attach`).
+    backend_error: Optional[BackendError]
+
+    #: The last exception a host callback (``irq``, ``on_complete``,
+    #: ``on_backend_error``, ...) raised; it was logged and contained.
+    callback_error: Optional[Exception]
+
     def __init__(
         self,
         backend: Backend,
@@ -118,32 +252,28 @@ class Device:
         on_backend_error: Optional[Callable[[BackendError], object]] = None,
     ) -> None:
         self._check_backend(backend)
-        if tpm_version not in (None, 1, 2):
-            raise ConfigurationError(
-                f"tpm_version must be 1 (TPM 1.2), 2 (TPM 2.0) or None, got {tpm_version!r}"
-            )
-        self.backend = backend
-        self.asynchronous = bool(asynchronous)
-        self.backend_error: Optional[BackendError] = None
-        self._forced_version = tpm_version
+        self._forced_version = _check_version(tpm_version)
+        self.asynchronous = check_flag("asynchronous", asynchronous)
+        check_flag("close_backend", close_backend)
+        self._on_complete = check_callback("on_complete", on_complete)
+        self._on_backend_error = check_callback("on_backend_error", on_backend_error, " taking the error")
+        self.backend_error = None
+        self.callback_error = None
         self._version = 0
         self._bufsize = 0
-        self._close_backend = close_backend
-        self._on_complete = on_complete
-        self._on_backend_error = on_backend_error
         self._closed = False
-        self._idle = threading.Event()
-        self._idle.set()
-        self._jobs: Optional[queue.SimpleQueue[Optional[tuple[bytes, int]]]] = None
-        self._worker: Optional[threading.Thread] = None
-        self.core = self._make_core(self._on_request)
-        self._core_failed = _takes_failed(self.core.complete)
-        self._bind_core()
+        self._job: Optional[_Job] = None
+        self._post_lock = threading.RLock()
+        self._owned = _Owned(backend, close_backend)
+        self._finalizer = weakref.finalize(self, _finalize, self._owned)
         try:
+            self.core = self._make_core(self._on_request)
+            self._core_failed = _takes_failed(self.core.complete)
+            self._bind_core()
             self.reset()
         except BaseException:
-            if close_backend:
-                backend.close()
+            self._finalizer.detach()
+            self._owned.release(join=False)
             raise
 
     # -- what a frontend provides ----------------------------------------
@@ -168,69 +298,113 @@ class Device:
         locality: Optional[int] = self.core.active_locality
         return locality
 
+    def _contain(self, name: str, callback: Callable[..., object]) -> Callable[..., None]:
+        """*callback* wrapped so that an exception from it is logged and kept
+        in :attr:`callback_error` instead of escaping into the core (a host's
+        ``irq`` raising during a locality hand-over must not leave the core
+        half switched). Wrap every host callable a core calls."""
+
+        def contained(*args: object) -> None:
+            try:
+                callback(*args)
+            except Exception as exc:  # noqa: BLE001 - a host callback bug must not reach the guest
+                self._callback_failed(name, exc)
+
+        return contained
+
     # -- lifecycle ------------------------------------------------------
     def reset(self) -> None:
         """Machine reset, in QEMU's order: learn the backend's version and
         buffer size, reset the backend, reset the core, power the TPM on.
 
-        A command in flight is finished (and its response applied) first.
-        Raises :class:`BackendError` if the backend cannot start (QEMU exits).
+        A command in flight is finished (and its response applied) first; that
+        wait is as long as the backend takes (each backend bounds a command by
+        its own timeout). Raises :class:`BackendError` if the backend cannot
+        start (QEMU exits), :class:`StateError` on the worker thread.
         """
         self._check_open()
+        self._check_not_worker("reset")
         self.wait()
-        version = self._forced_version or self.backend.tpm_version
-        bufsize = min(self.backend.get_buffer_size(), self.buffer_max)
-        self.backend.reset()
+        backend = self._owned.backend
+        version = self._forced_version or backend.tpm_version
+        bufsize = min(backend.get_buffer_size(), self.buffer_max)
+        backend.reset()
         self._version = version
         self._bufsize = bufsize
         self._core_reset(version, bufsize)
-        self.backend.startup(bufsize)
+        self._invalidate_established()
+        backend.startup(bufsize)
 
     def attach(self, backend: Backend, *, close_old: Optional[bool] = None) -> Backend:
         """Put *backend* behind the device in place of the current one.
 
-        For recovery after a backend failure (a dead swtpm) or to move a
-        running guest to another TPM. A command in flight is finished first;
-        the old backend is closed if the device owned it (``close_old``
-        overrides); the new one is powered on with the device's buffer size
-        and owned from now on. The core is left as it is: the guest just sees
-        its next command answered by the new TPM (which, like any freshly
-        powered TPM, expects TPM(2)_Startup). Call :meth:`reset` to re-read the
-        version and buffer size as at machine start.
+        For recovery after a backend failure (a dead swtpm; it may be called
+        from ``on_backend_error``, also in asynchronous mode) or to move a
+        running guest to another TPM. A command in flight is finished first.
+        The new backend is powered on with the device's buffer size; if that
+        fails the error is raised and nothing changed (the new backend is
+        still the caller's). Otherwise the new backend is owned from now on
+        and the old one is closed if the device owned it (``close_old``
+        overrides). The core is left as it is: the guest just sees its next
+        command answered by the new TPM (which, like any freshly powered TPM,
+        expects TPM(2)_Startup). Call :meth:`reset` to re-read the version and
+        buffer size as at machine start.
 
-        Returns the old backend.
+        The backend already attached, a closed backend or one of another TPM
+        version (unless ``tpm_version`` was forced) is refused before anything
+        changes. Returns the old backend.
         """
         self._check_open()
         self._check_backend(backend)
+        if close_old is not None:
+            check_flag("close_old", close_old)
+        old = self._owned.backend
+        if backend is old:
+            raise ConfigurationError(
+                f"attach() got the backend that is already attached to this {self._name}: "
+                "to restart it call reset(), to replace it pass a new backend"
+            )
+        if backend.closed:
+            raise StateError(f"attach() got a closed {type(backend).__name__}: create a new backend")
         if self._forced_version is None and backend.tpm_version not in (0, self.tpm_version):
             raise ConfigurationError(
                 f"attach() needs a backend of the version the {self._name} presents "
                 f"({_VERSION_NAMES.get(self.tpm_version, 'unknown')}), got "
-                f"{_VERSION_NAMES[backend.tpm_version]}: create a new {self._name} for it"
+                f"{_VERSION_NAMES.get(backend.tpm_version, repr(backend.tpm_version))}: "
+                f"create a new {self._name} for it"
             )
-        self.wait()
-        old = self.backend
-        if self._close_backend if close_old is None else close_old:
-            old.close()
-        self.backend = backend
-        self._close_backend = True
+        if not self._on_worker():
+            # (on the worker, inside on_backend_error, the command is already answered)
+            self.wait()
+        backend.startup(self._bufsize)
+        owned = self._owned
+        close = owned.owns_backend if close_old is None else close_old
+        owned.backend = backend
+        owned.owns_backend = True
         self.backend_error = None
         self._invalidate_established()
-        backend.startup(self._bufsize)
+        if close:
+            old.close()
         return old
 
     def close(self) -> None:
-        """Finish any command in flight, stop the worker, close the backend it owns."""
+        """Finish the command in flight (its response is applied, so the guest
+        reads it), stop the worker, close the backend the device owns.
+
+        Idempotent. The wait is as long as the backend takes (each backend
+        bounds a command by its own timeout). Called on the worker (inside
+        ``on_backend_error``), it does not wait for the worker itself: the
+        worker ends after the command it is answering.
+        """
         if self._closed:
             return
-        self._closed = True
-        self.wait()
-        if self._jobs is not None:
-            self._jobs.put(None)
-            assert self._worker is not None
-            self._worker.join()
-        if self._close_backend:
-            self.backend.close()
+        if self._on_worker():
+            self._closed = True
+        else:
+            self.wait()
+            self._closed = True
+        self._finalizer.detach()
+        self._owned.release(join=not self._on_worker())
 
     def __enter__(self: _D) -> _D:
         return self
@@ -239,6 +413,15 @@ class Device:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    @property
+    def backend(self) -> Backend:
+        """The backend running the commands (replace it with :meth:`attach`)."""
+        return self._owned.backend
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
@@ -250,25 +433,50 @@ class Device:
                 f"{self._name} needs a tpmdev.backends.Backend, got {type(backend).__name__}"
             )
 
+    def _on_worker(self) -> bool:
+        return threading.current_thread() is self._owned.worker
+
+    def _check_not_worker(self, what: str) -> None:
+        if self._on_worker():
+            raise StateError(
+                f"{what}() cannot run on the {self._name} worker thread (inside on_complete or "
+                f"on_backend_error): it would wait for itself; call it from the thread that drives "
+                f"the device (attach() and close() are allowed there)"
+            )
+
     # -- asynchronous completion ------------------------------------------
     def poll(self) -> bool:
         """Apply a response that arrived from the worker. True if there was one."""
+        job = self._job
+        if job is not None and job.done.is_set():
+            self._job = None
         return bool(self.core.poll())
 
     def wait(self, timeout: Optional[float] = None) -> bool:
         """Block until no command is in flight, then apply its response.
 
-        Returns False if *timeout* (seconds) passed first.
+        Returns False if *timeout* (seconds) passed first. Without a timeout
+        the wait is as long as the backend takes (each backend bounds a
+        command by its own timeout). Raises :class:`StateError` on the worker
+        thread (it would wait for itself).
         """
-        if not self._idle.wait(timeout):
-            return False
+        limit = _check_timeout(timeout)
+        self._check_not_worker("wait")
+        job = self._job
+        if job is not None:
+            if not job.done.wait(limit):
+                return False
+            if self._job is job:
+                self._job = None
         self.core.poll()
         return True
 
     @property
     def busy(self) -> bool:
-        """True while the backend is running a command."""
-        return not self._idle.is_set()
+        """True while the backend is running a command (its response not yet
+        handed to the core)."""
+        job = self._job
+        return job is not None and not job.done.is_set()
 
     # -- inspection -----------------------------------------------------
     @property
@@ -278,25 +486,27 @@ class Device:
 
     # -- requests from the core ---------------------------------------------
     def _on_request(self, kind: int) -> None:
-        if kind == REQUEST_COMMAND:
-            self._deliver()
-        elif kind == REQUEST_CANCEL:
-            if self.busy:
-                self._backend_call(self.backend.cancel)
-        elif kind == REQUEST_ESTABLISHED:
+        # (the established flag first: a core may ask at every ACCESS read)
+        if kind == REQUEST_ESTABLISHED:
             # QEMU caches only an answer: after a failure the flag reads as
             # "not established" and the next read asks again.
             try:
-                flag = self.backend.get_established_flag()
+                flag = self._owned.backend.get_established_flag()
             except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
                 self._report(exc)
             else:
                 self.core.set_established(bool(flag))
+        elif kind == REQUEST_COMMAND:
+            self._command_ready()
+        elif kind == REQUEST_CANCEL:
+            if self.busy:
+                self._backend_call(self._owned.backend.cancel)
         elif kind == REQUEST_RESET_ESTABLISHED:
             locality = self._established_locality()
             if locality is None:  # pragma: no cover - a core asks only for an active locality
                 return
-            if self._backend_call(lambda: self.backend.reset_established_flag(locality)):
+            backend = self._owned.backend
+            if self._backend_call(lambda: backend.reset_established_flag(locality)):
                 self._invalidate_established()
 
     def _invalidate_established(self) -> None:
@@ -328,7 +538,7 @@ class Device:
         else:
             self.core.post(response, selftest_done)
 
-    def _deliver(self) -> None:
+    def _command_ready(self) -> None:
         pending = self.core.pending_command
         if pending is None:  # pragma: no cover - the core only asks with a command
             return
@@ -337,35 +547,71 @@ class Device:
             # (a closed device has no worker: its backend is gone, TPM_FAIL at once)
             self._complete(*self._run(command, locality))
             return
-        if self.busy:
-            # QEMU: "There is a TPM request pending". The core has already
-            # moved this locality to EXECUTION and made it the command's
-            # locality, so the running command's response will land there.
-            log.warning(
-                "%s: command at locality %d while a command is in flight; request dropped",
-                self._name,
-                locality,
+        previous = self._job
+        if previous is not None:
+            # Is the previous command's completion applied? The worker marks a
+            # job ``ran`` and posts its completion under the lock, so here it
+            # is either not posted yet, or posted and pending (apply it now),
+            # or applied by an earlier access (the job is retired: QEMU clears
+            # its pending request when the main loop applies the completion).
+            with self._post_lock:
+                applied_now = previous.ran and bool(self.core.poll())
+                pending = not previous.ran or applied_now
+            if pending:
+                # QEMU: "There is a TPM request pending" (a TIS locality gave up
+                # the TPM without cancelling and another one sent a command).
+                # The core has already made this locality the command's
+                # locality, so the running command's response lands here.
+                if applied_now:
+                    self._job = None
+                log.warning(
+                    "%s: command at locality %d while a command is in flight; request dropped",
+                    self._name,
+                    locality,
+                )
+                return
+        job = self._job = _Job(command, locality)
+        owned = self._owned
+        if owned.jobs is None:
+            owned.jobs = queue.SimpleQueue()
+            owned.worker = threading.Thread(
+                target=_worker_main,
+                args=(weakref.ref(self), owned.jobs),
+                name=f"tpmdev-{self._name.lower()}-worker",
+                daemon=True,
             )
-            return
-        self._idle.clear()
-        if self._jobs is None:
-            self._jobs = queue.SimpleQueue()
-            self._worker = threading.Thread(
-                target=self._work, name=f"tpmdev-{self._name.lower()}-worker", daemon=True
-            )
-            self._worker.start()
-        self._jobs.put((command, locality))
+            owned.worker.start()
+        owned.jobs.put(job)
 
     def _run(self, command: bytes, locality: int) -> tuple[bytes, bool, bool]:
         """Run *command* on the backend: ``(response, selftest_done, failed)``."""
         try:
             if self._closed:
                 raise BackendError(f"the {self._name} device is closed")
-            response = self.backend.execute(command, locality)
+            response = self._owned.backend.execute(command, locality)
         except Exception as exc:  # noqa: BLE001 - guest gets TPM_FAIL, the host the error
             self._report(exc)
             return FATAL_RESPONSE, False, True
         return response, is_selftest_done(command, response), False
+
+    def _run_job(self, job: _Job) -> None:
+        """The worker's part of one command; never raises."""
+        try:
+            try:
+                response, selftest_done, failed = self._run(job.command, job.locality)
+            except BaseException:  # pragma: no cover - _run contains backend failures itself
+                log.exception("%s: worker failed", self._name)
+                response, selftest_done, failed = FATAL_RESPONSE, False, True
+            with self._post_lock:
+                job.ran = True
+                self._post(response, selftest_done, failed)
+        finally:
+            job.done.set()
+        if self._on_complete is not None:
+            try:
+                self._on_complete()
+            except Exception as exc:  # noqa: BLE001 - a host callback bug must not stop the worker
+                self._callback_failed("on_complete", exc)
 
     def _report(self, exc: Exception) -> None:
         error = exc if isinstance(exc, BackendError) else BackendError(f"backend raised {exc!r}")
@@ -376,27 +622,12 @@ class Device:
         if self._on_backend_error is not None:
             try:
                 self._on_backend_error(error)
-            except Exception:  # a host callback bug must not reach the guest
-                log.exception("%s: on_backend_error callback failed", self._name)
+            except Exception as exc2:  # noqa: BLE001 - a host callback bug must not reach the guest
+                self._callback_failed("on_backend_error", exc2)
 
-    def _work(self) -> None:
-        assert self._jobs is not None
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
-                response, selftest_done, failed = self._run(*job)
-            except BaseException:  # pragma: no cover - _run contains backend failures itself
-                log.exception("%s: worker failed", self._name)
-                response, selftest_done, failed = FATAL_RESPONSE, False, True
-            self._post(response, selftest_done, failed)
-            self._idle.set()
-            if self._on_complete is not None:
-                try:
-                    self._on_complete()
-                except Exception:  # pragma: no cover - host callback bug
-                    log.exception("%s: on_complete callback failed", self._name)
+    def _callback_failed(self, name: str, exc: Exception) -> None:
+        log.error("%s: the %s callback raised %r (contained)", self._name, name, exc, exc_info=exc)
+        self.callback_error = exc
 
 
 class MmioDevice(Device):

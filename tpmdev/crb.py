@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tpmdev._device import MmioDevice
+from tpmdev._device import MmioDevice, check_flag
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError
 from tpmdev.hw import crb as _hw_crb
@@ -67,9 +67,9 @@ class CRB(MmioDevice):
                 f"localities must be 1 (QEMU's tpm-crb) or {CRB_NUM_LOCALITIES} (the PTP layout), "
                 f"got {localities!r}"
             )
-        self.ppi = bool(ppi)
+        self.ppi = check_flag("ppi", ppi)
         self.localities = localities
-        self.address = address
+        self.address = address  # checked by the core
         super().__init__(
             backend,
             tpm_version=tpm_version,

@@ -21,16 +21,22 @@ Completion modes:
 
 Backend failures never reach the guest as exceptions: the guest reads QEMU's
 fatal response (``00 C4 00 00 00 0A 00 00 00 09``), the error is logged and
-kept in :attr:`TIS.backend_error`, and ``on_backend_error`` is called.
+kept in :attr:`TIS.backend_error`, and ``on_backend_error`` is called. Nor
+do the host's callbacks: an exception from ``irq``, ``on_complete`` or
+``on_backend_error`` is logged and kept in :attr:`TIS.callback_error`.
+
+An asynchronous TIS should be closed (or used as a context manager); one
+that is dropped without :meth:`TIS.close` is still collected, and its worker
+thread and the backend it owns go with it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from tpmdev._device import MmioDevice
+from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
 from tpmdev.backends.base import Backend
-from tpmdev.errors import BackendError, ConfigurationError
+from tpmdev.errors import BackendError
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BUFFER_MAX, TIS_REGION_SIZE
 
@@ -46,7 +52,8 @@ class TIS(MmioDevice):
     :param tpm_version: 1 (TPM 1.2) or 2 (TPM 2.0) for the interface
         registers; None asks the backend.
     :param irq: called with the new level (0 or 1) of the interrupt line,
-        only when it changes.
+        only when it changes. An exception from it is logged and kept in
+        :attr:`TIS.callback_error`; the register access goes on.
     :param ppi: whether the platform has the Physical Presence Interface page
         (QEMU's ``ppi`` property; used by the firmware descriptions).
     :param asynchronous: run commands on a worker thread (see module doc).
@@ -83,13 +90,9 @@ class TIS(MmioDevice):
         on_complete: Optional[Callable[[], object]] = None,
         on_backend_error: Optional[Callable[[BackendError], object]] = None,
     ) -> None:
-        if isinstance(irq_num, bool) or not isinstance(irq_num, int) or not 0 <= irq_num <= 15:
-            raise ConfigurationError(f"irq_num must be an ISA interrupt 0..15, got {irq_num!r}")
-        if irq is not None and not callable(irq):
-            raise ConfigurationError("irq must be a callable taking the new line level, or None")
-        self.ppi = bool(ppi)
-        self.irq_num = irq_num
-        self._irq = irq
+        self.irq_num = check_int("irq_num", irq_num, 0, 15, "an ISA interrupt")
+        self._irq = check_callback("irq", irq, " taking the new line level")
+        self.ppi = check_flag("ppi", ppi)
         super().__init__(
             backend,
             tpm_version=tpm_version,
@@ -100,7 +103,8 @@ class TIS(MmioDevice):
         )
 
     def _make_core(self, request: Callable[[int], object]) -> Any:
-        return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, self._irq, request)
+        irq = None if self._irq is None else self._contain("irq", self._irq)
+        return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, irq, request)
 
     @property
     def irq_level(self) -> int:
