@@ -1,4 +1,4 @@
-"""A small qtest client that runs QEMU's TIS as the conformance oracle.
+"""A small qtest client that runs QEMU's TIS and CRB as the conformance oracle.
 
 Theory of operation
 -------------------
@@ -7,9 +7,9 @@ Theory of operation
 ``--server``): QEMU hands the data channel over itself with SET_DATAFD, as a
 real ``-tpmdev emulator`` does. :class:`Qemu` listens on a unix socket,
 starts ``qemu-system-x86_64 -machine q35 -accel tcg -S`` with a ``tpm-tis``
-device on that swtpm and accepts QEMU's qtest connection (QEMU is the
-client). Every socket read has a timeout; :meth:`Qemu.close` kills what was
-started.
+(or, with ``device="tpm-crb"``, a ``tpm-crb``) device on that swtpm and
+accepts QEMU's qtest connection (QEMU is the client). Every socket read
+has a timeout; :meth:`Qemu.close` kills what was started.
 
 qtest is a line protocol: one request line, one answer line (``OK ...`` or
 ``FAIL ...``). After ``irq_intercept_in ioapic`` QEMU also writes
@@ -43,17 +43,22 @@ from typing import IO
 
 __all__ = [
     "TIS_BASE",
+    "CRB_BASE",
     "TIS_IRQ",
     "QtestError",
     "Swtpm",
     "Qemu",
+    "QemuRegion",
     "QemuTis",
+    "QemuCrb",
     "TisDump",
     "split_access",
 ]
 
 #: Where the ISA TIS sits on q35.
 TIS_BASE = 0xFED40000
+#: Where the CRB sits on q35 (the same window).
+CRB_BASE = 0xFED40000
 #: I/O APIC input of the TIS interrupt (ISA IRQ 5).
 TIS_IRQ = 5
 
@@ -177,13 +182,18 @@ _DUMP_MORE = re.compile(r"^[\s0-9a-f>]+$")
 
 
 class Qemu:
-    """One QEMU with a ``tpm-tis`` on a :class:`Swtpm`, driven over qtest."""
+    """One QEMU with a ``tpm-tis`` (or *device*) on a :class:`Swtpm`, driven over qtest."""
 
-    def __init__(self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5) -> None:
+    def __init__(
+        self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5, device: str = "tpm-tis"
+    ) -> None:
+        if device not in ("tpm-tis", "tpm-crb"):
+            raise ValueError(f"unsupported TPM device {device!r}")
         self.workdir = workdir
         self.swtpm = swtpm
         self.timeout = timeout
         self.irq_num = irq
+        self.device = device
         self.irq_levels: dict[int, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._listener: socket.socket | None = None
@@ -223,7 +233,7 @@ class Qemu:
             "-qmp", f"unix:{self._qmp_path},server=on,wait=off",
             "-chardev", f"socket,id=chrtpm,path={self.swtpm.ctrl_path}",
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
-            "-device", f"tpm-tis,tpmdev=tpm0,irq={self.irq_num}",
+            "-device", self._device_arg(),
         ]  # fmt: skip
         self._out = open(self._out_path, "wb")
         self._out_reader = open(self._out_path, "rb")
@@ -242,6 +252,11 @@ class Qemu:
         self._qmp.connect(str(self._qmp_path))
         self._qmp_message()  # greeting
         self.qmp("qmp_capabilities")
+
+    def _device_arg(self) -> str:
+        if self.device == "tpm-tis":
+            return f"tpm-tis,tpmdev=tpm0,irq={self.irq_num}"
+        return f"{self.device},tpmdev=tpm0"  # tpm-crb has no interrupt
 
     def close(self) -> None:
         for sock in (self._sock, self._qmp, self._listener):
@@ -325,6 +340,10 @@ class Qemu:
     def writemem(self, addr: int, value: int, size: int) -> None:
         self.command(f"{self._WRITE[size]} 0x{addr:x} 0x{value:x}")
 
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        answer = self.command(f"read 0x{addr:x} 0x{length:x}")
+        return bytes.fromhex(answer.split()[1][2:])
+
     # -- QMP ------------------------------------------------------------
     def _qmp_message(self) -> dict[str, object]:
         assert self._qmp is not None
@@ -352,7 +371,7 @@ class Qemu:
     def system_reset(self) -> None:
         """Machine reset; returns once the reset ran (the RESET event)."""
         self.qmp("system_reset", wait_event="RESET")
-        self.readmem(TIS_BASE + 0xF00, 4)  # a round trip after the reset
+        self.readmem(TIS_BASE + 0xF00, 4)  # a round trip after the reset (TIS DID_VID, CRB buffer)
 
     # -- the TIS debug print --------------------------------------------
     def tis_dump(self, locality: int) -> TisDump:
@@ -405,8 +424,8 @@ class Qemu:
                 time.sleep(0.001)
 
 
-class QemuTis:
-    """QEMU's TIS seen like a tpmdev device: offsets relative to the base."""
+class QemuRegion:
+    """A device region of QEMU seen like a tpmdev device: offsets relative to the base."""
 
     def __init__(self, qemu: Qemu, base: int = TIS_BASE) -> None:
         self.qemu = qemu
@@ -419,12 +438,33 @@ class QemuTis:
         self.qemu.writemem(self.base + offset, value, size)
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        answer = self.qemu.command(f"read 0x{self.base + offset:x} 0x{length:x}")
-        return bytes.fromhex(answer.split()[1][2:])
+        return self.qemu.read_bytes(self.base + offset, length)
+
+    def reset(self) -> None:
+        self.qemu.system_reset()
+
+
+class QemuTis(QemuRegion):
+    """QEMU's TIS seen like a tpmdev device: offsets relative to the base."""
 
     @property
     def irq(self) -> int:
         return self.qemu.irq
 
-    def reset(self) -> None:
-        self.qemu.system_reset()
+
+class QemuCrb(QemuRegion):
+    """QEMU's CRB seen like a tpmdev device: offsets relative to the base."""
+
+    #: CTRL_START, and its bit 0 (command in progress)
+    CTRL_START = 0x4C
+
+    def __init__(self, qemu: Qemu, base: int = CRB_BASE) -> None:
+        super().__init__(qemu, base)
+
+    def wait_idle_backend(self, timeout: float = 10.0) -> None:
+        """Poll CTRL_START until bit 0 is clear (the backend answered)."""
+        deadline = time.monotonic() + timeout
+        while self.read(self.CTRL_START) & 1:
+            if time.monotonic() > deadline:
+                raise QtestError(f"CTRL_START still set after {timeout} s")
+            time.sleep(0.0005)
