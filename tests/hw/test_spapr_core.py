@@ -16,8 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tpmdev.hw.tis
-from tpmdev import AccessError
+from tpmdev import AccessError, _device
 from tpmdev.hw import spapr as S
 from tpmdev.hw.spapr import H_BUSY, H_SUCCESS, REQUEST_COMMAND, SpaprCore, crq_entry, parse_crq
 
@@ -109,7 +108,7 @@ class Host:
 # -- constants -------------------------------------------------------------------
 def test_constants_are_papr_and_qemu_values() -> None:
     assert (S.H_SUCCESS, S.H_BUSY, S.H_DEST_PARM, S.H_SEND_CRQ) == (0, 1, -14, 0x108)
-    assert S.REQUEST_COMMAND == tpmdev.hw.tis.REQUEST_COMMAND == 1
+    assert S.REQUEST_COMMAND == _device.REQUEST_COMMAND == 1  # the shared vocabulary
     assert S.SPAPR_VTPM_BUFFER_MAX == 4096
     assert S.SPAPR_VTPM_DT_COMPATIBLE == {1: "IBM,vtpm", 2: "IBM,vtpm20"}
 
