@@ -17,11 +17,13 @@ from tpmdev import backends
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
 from tpmdev.crb import CRB
+from tpmdev.spapr import SPAPR
 from tpmdev.tis import TIS
 
 __all__ = [
     "TIS",
     "CRB",
+    "SPAPR",
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",
