@@ -765,6 +765,13 @@ class TisCore:
         return self._irq_level
 
     @property
+    def rw_offset(self) -> int:
+        """The shared FIFO offset into :attr:`buffer`: command bytes written
+        so far, or response bytes read so far (0 when a response arrives).
+        Read-only; wrapping frontends use it (the I2C data checksum)."""
+        return self._rw_offset
+
+    @property
     def active_locality(self) -> Optional[int]:
         return None if self._active == TIS_NO_LOCALITY else self._active
 
