@@ -350,6 +350,8 @@ class TisI2CCore:
         of TIS buffer bytes ``[0, rw_offset)`` with its bytes swapped, so
         that the least-significant-first wire order sends the CRC's high
         byte first."""
+        # (1-byte FIFO accesses never take rw_offset past the buffer, so the
+        # slice is QEMU's whole range)
         crc = crc16_kermit(memoryview(self.tis.buffer)[: self.tis.rw_offset])
         return ((crc & 0xFF) << 8) | (crc >> 8)
 
