@@ -17,9 +17,11 @@ from tpmdev import backends
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
 from tpmdev.tis import TIS
+from tpmdev.tis_i2c import TISI2C
 
 __all__ = [
     "TIS",
+    "TISI2C",
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",
