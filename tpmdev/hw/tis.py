@@ -746,18 +746,26 @@ class TisCore:
     @property
     def pending_command(self) -> Optional[tuple[int, bytes]]:
         """``(locality, command bytes)`` of the command in EXECUTION, or None."""
-        n: cython.Py_ssize_t = self._rw_offset
-        i: cython.Py_ssize_t
         if not self.executing:
             return None
+        # QEMU sends rw_offset bytes (past the buffer too, see _past_buffer)
+        return self._cmd_locty, self.transferred
+
+    @property
+    def transferred(self) -> bytes:
+        """Bytes ``[0, rw_offset)`` of the shared buffer, as QEMU reads them:
+        the command written so far, or the response read so far. When reads
+        left rw_offset past the buffer, the last bytes are those QEMU finds
+        after its buffer (see :meth:`_past_buffer`). Read-only; wrapping
+        frontends use it (the I2C data checksum)."""
+        n: cython.Py_ssize_t = self._rw_offset
+        i: cython.Py_ssize_t
         if n <= TIS_BUFFER_MAX:
-            return self._cmd_locty, bytes(memoryview(self._buffer)[:n])
-        # rw_offset was left past the buffer by reads (see _past_buffer):
-        # QEMU sends that many bytes, the last ones from its state.
+            return bytes(memoryview(self._buffer)[:n])
         tail = bytearray(n - TIS_BUFFER_MAX)
         for i in range(TIS_BUFFER_MAX, n):
             tail[i - TIS_BUFFER_MAX] = self._past_buffer(i)
-        return self._cmd_locty, bytes(self._buffer) + bytes(tail)
+        return bytes(self._buffer) + bytes(tail)
 
     def _past_buffer(self, index: cython.Py_ssize_t) -> cython.uint:
         """The byte QEMU reads at ``buffer[index]`` for ``index >= 4096``.
