@@ -390,6 +390,30 @@ def test_checksum_independent_of_enable_and_locality(h: Harness) -> None:
     assert h.i2c.i2c_read_reg(R.TPM_I2C_DATA_CSUM, 2) == expected
 
 
+def test_checksum_past_the_buffer(h: Harness) -> None:
+    """QUIRK: a locality left in COMPLETION reads one byte past a buffer
+    another locality filled (rw_offset 4097, see TisCore._past_buffer); the
+    checksum then covers that byte too (QEMU's CRC reads on past its buffer)."""
+    command = bytes.fromhex("8001 00001000") + bytes(4090)  # announces 4096 bytes
+    h.select(0)
+    h.write(R.TPM_I2C_ACCESS, R.TPM_ACCESS_REQUEST_USE)
+    h.write(R.TPM_I2C_STS, R.TPM_STS_COMMAND_READY)
+    h.i2c.i2c_write(bytes([R.TPM_I2C_DATA_FIFO]) + GETRANDOM)
+    h.write(R.TPM_I2C_STS, R.TPM_STS_GO)  # locality 0: COMPLETION, dataAvail
+    h.write(R.TPM_I2C_ACCESS, R.TPM_ACCESS_ACTIVE_LOCALITY)
+    h.select(1)
+    h.write(R.TPM_I2C_ACCESS, R.TPM_ACCESS_REQUEST_USE)
+    h.write(R.TPM_I2C_STS, R.TPM_STS_COMMAND_READY)
+    assert h.i2c.i2c_write(bytes([R.TPM_I2C_DATA_FIFO]) + command) == 1 + 4096
+    h.write(R.TPM_I2C_ACCESS, R.TPM_ACCESS_ACTIVE_LOCALITY)
+    h.select(0)
+    h.write(R.TPM_I2C_ACCESS, R.TPM_ACCESS_REQUEST_USE)
+    assert h.i2c.i2c_read_reg(R.TPM_I2C_DATA_FIFO, 1) == b"\x01"  # low byte of rw_offset 4097
+    assert h.tis.rw_offset == 4097
+    expected = crc16_kermit(command + b"\x01")
+    assert h.i2c.i2c_read_reg(R.TPM_I2C_DATA_CSUM, 2) == expected.to_bytes(2, "big")
+
+
 # -- FIFO reads ----------------------------------------------------------------------------
 def test_fifo_read_one_tis_byte_per_bus_byte(h: Harness) -> None:
     h.auto = RESPONSE

@@ -349,10 +349,9 @@ class TisI2CCore:
         """``TPM_I2C_DATA_CSUM`` as the register holds it: the CRC-16/KERMIT
         of TIS buffer bytes ``[0, rw_offset)`` with its bytes swapped, so
         that the least-significant-first wire order sends the CRC's high
-        byte first."""
-        # (1-byte FIFO accesses never take rw_offset past the buffer, so the
-        # slice is QEMU's whole range)
-        crc = crc16_kermit(memoryview(self.tis.buffer)[: self.tis.rw_offset])
+        byte first. (QUIRK: when FIFO reads took rw_offset past the buffer,
+        QEMU's CRC runs on into the bytes after it; so does this one.)"""
+        crc = crc16_kermit(self.tis.transferred)
         return ((crc & 0xFF) << 8) | (crc >> 8)
 
     def reset(self, tpm_version: int, bufsize: int) -> None:
