@@ -65,8 +65,8 @@ import operator
 from tpmdev.errors import AccessError
 from tpmdev.hw.regs import (
     TIS_LOCALITY_SHIFT,
-    TPM_I2C_CAP_BURST_COUNT_STATIC,
     TIS_NUM_LOCALITIES,
+    TPM_I2C_CAP_BURST_COUNT_STATIC,
     TPM_I2C_DATA_CSUM,
     TPM_I2C_DATA_CSUM_ENABLE,
     TPM_I2C_DATA_CSUM_ENABLED,
@@ -104,13 +104,16 @@ _DATA_SIZE = 5
 #: TIS address of a register the I2C layer keeps itself
 _LOCAL = -1
 
+#: x^16 + x^12 + x^5 + 1, bit-reversed (CRC-CCITT processed LSB first)
+_CRC_POLY_REFLECTED = 0x8408
+
 
 def _crc_table() -> tuple[int, ...]:
     table = []
     for byte in range(256):
         crc = byte
         for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+            crc = (crc >> 1) ^ _CRC_POLY_REFLECTED if crc & 1 else crc >> 1
         table.append(crc)
     return tuple(table)
 
