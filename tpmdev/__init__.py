@@ -19,11 +19,13 @@ from tpmdev.hw import USE_EXTENSIONS
 from tpmdev.crb import CRB
 from tpmdev.spapr import SPAPR
 from tpmdev.tis import TIS
+from tpmdev.tis_i2c import TISI2C
 
 __all__ = [
     "TIS",
     "CRB",
     "SPAPR",
+    "TISI2C",
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",

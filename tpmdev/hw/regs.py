@@ -89,6 +89,36 @@ __all__ = [
     "intf_capability",
     "interface_id",
     "sts_family",
+    # TIS over I2C (TCG TPM I2C Interface Specification)
+    "TPM_I2C_LOC_SEL",
+    "TPM_I2C_ACCESS",
+    "TPM_I2C_INT_ENABLE",
+    "TPM_I2C_INT_CAPABILITY",
+    "TPM_I2C_STS",
+    "TPM_I2C_DATA_FIFO",
+    "TPM_I2C_INTERFACE_CAPABILITY",
+    "TPM_I2C_DEVICE_ADDRESS",
+    "TPM_I2C_DATA_CSUM_ENABLE",
+    "TPM_I2C_DATA_CSUM",
+    "TPM_I2C_DID_VID",
+    "TPM_I2C_RID",
+    "TPM_I2C_REGISTERS",
+    "TPM_I2C_TO_TIS",
+    "TPM_I2C_LOCAL_REGISTERS",
+    "TPM_I2C_STS_READ_MASK",
+    "TPM_I2C_STS_WRITE_MASK",
+    "TPM_I2C_INT_ENABLE_MASK",
+    "TPM_I2C_INT_CAPABILITY_VALUE",
+    "TPM_I2C_DATA_CSUM_ENABLED",
+    "TPM_I2C_CAP_INTERFACE_TYPE_FIFO",
+    "TPM_I2C_CAP_INTERFACE_VERSION",
+    "TPM_I2C_CAP_TPM2_FAMILY",
+    "TPM_I2C_CAP_BUS_SPEED_FAST",
+    "TPM_I2C_CAP_LOCALITY_0_4",
+    "TPM_I2C_CAP_DEV_ADDR_CHANGE_NONE",
+    "TPM_I2C_CAP_BURST_COUNT_STATIC",
+    "TPM_I2C_INTERFACE_CAPABILITY_VALUE",
+    "TPM_INTF_BURST_COUNT_STATIC",
 ]
 
 # --- geometry ----------------------------------------------------------------
@@ -378,3 +408,88 @@ TPM_CRB_INTF_ID_HIGH_VALUE = TPM_VID  #: VID 0x1014 (IBM), DID 0
 def crb_intf_id(localities: int) -> int:
     """TPM_CRB_INTF_ID (low dword) for a CRB with *localities* localities."""
     return TPM_CRB_INTF_ID_VALUE | (TPM_CRB_INTF_CAP_LOCALITY if localities > 1 else 0)
+
+
+# --- TIS over I2C -------------------------------------------------------------------
+# TCG TPM I2C Interface Specification, Family 2.0, Level 00, Revision 1.00, as
+# QEMU's ``tpm-tis-i2c`` implements it. One byte addresses a register; the
+# locality is chosen by TPM_I2C_LOC_SEL instead of the address.
+TPM_I2C_LOC_SEL = 0x00  #: locality selection (kept by the I2C layer)
+TPM_I2C_ACCESS = 0x04
+TPM_I2C_INT_ENABLE = 0x08
+TPM_I2C_INT_CAPABILITY = 0x14  #: reads 0: no interrupts over I2C
+TPM_I2C_STS = 0x18  #: 0x18..0x1B: byte lanes of TPM_STS
+TPM_I2C_DATA_FIFO = 0x24
+TPM_I2C_INTERFACE_CAPABILITY = 0x30  #: I2C capability, synthesised
+TPM_I2C_DEVICE_ADDRESS = 0x38  #: address change: not supported (NAK)
+TPM_I2C_DATA_CSUM_ENABLE = 0x40
+TPM_I2C_DATA_CSUM = 0x44  #: CRC-16 of the bytes moved through the FIFO
+TPM_I2C_DID_VID = 0x48
+TPM_I2C_RID = 0x4C
+
+#: name -> I2C register address of every register the I2C interface knows
+TPM_I2C_REGISTERS = {
+    "TPM_I2C_LOC_SEL": TPM_I2C_LOC_SEL,
+    "TPM_I2C_ACCESS": TPM_I2C_ACCESS,
+    "TPM_I2C_INT_ENABLE": TPM_I2C_INT_ENABLE,
+    "TPM_I2C_INT_CAPABILITY": TPM_I2C_INT_CAPABILITY,
+    "TPM_I2C_STS": TPM_I2C_STS,
+    "TPM_I2C_DATA_FIFO": TPM_I2C_DATA_FIFO,
+    "TPM_I2C_INTERFACE_CAPABILITY": TPM_I2C_INTERFACE_CAPABILITY,
+    "TPM_I2C_DEVICE_ADDRESS": TPM_I2C_DEVICE_ADDRESS,
+    "TPM_I2C_DATA_CSUM_ENABLE": TPM_I2C_DATA_CSUM_ENABLE,
+    "TPM_I2C_DATA_CSUM": TPM_I2C_DATA_CSUM,
+    "TPM_I2C_DID_VID": TPM_I2C_DID_VID,
+    "TPM_I2C_RID": TPM_I2C_RID,
+}
+
+#: I2C register -> the TIS register (in the selected locality) it is forwarded
+#: to; TPM_I2C_STS + 1..3 are lanes of TPM_STS.
+TPM_I2C_TO_TIS = {
+    TPM_I2C_ACCESS: TPM_ACCESS,
+    TPM_I2C_INT_ENABLE: TPM_INT_ENABLE,
+    TPM_I2C_STS: TPM_STS,
+    TPM_I2C_STS + 1: TPM_STS,
+    TPM_I2C_STS + 2: TPM_STS,
+    TPM_I2C_STS + 3: TPM_STS,
+    TPM_I2C_DATA_FIFO: TPM_DATA_FIFO,
+    TPM_I2C_INTERFACE_CAPABILITY: TPM_INTF_CAPABILITY,
+    TPM_I2C_DID_VID: TPM_DID_VID,
+    TPM_I2C_RID: TPM_RID,
+}
+
+#: I2C registers the I2C layer answers itself (no TIS register behind them)
+TPM_I2C_LOCAL_REGISTERS = frozenset(
+    {
+        TPM_I2C_LOC_SEL,
+        TPM_I2C_INT_CAPABILITY,
+        TPM_I2C_DEVICE_ADDRESS,
+        TPM_I2C_DATA_CSUM_ENABLE,
+        TPM_I2C_DATA_CSUM,
+    }
+)
+
+TPM_I2C_STS_READ_MASK = 0x00FFFFDD  #: STS as read over I2C: no family, tpmGo or responseRetry
+TPM_I2C_STS_WRITE_MASK = 0x03000062  #: commandReady, tpmGo, responseRetry, cancel, resetEstablishment
+TPM_I2C_INT_ENABLE_MASK = 0x00000000  #: every INT_ENABLE write becomes 0: no interrupts
+TPM_I2C_INT_CAPABILITY_VALUE = 0x00000000
+TPM_I2C_DATA_CSUM_ENABLED = 0x01
+
+# --- TPM_I2C_INTERFACE_CAPABILITY ------------------------------------------------------
+TPM_I2C_CAP_INTERFACE_TYPE_FIFO = 0x2  #: bits 3..0
+TPM_I2C_CAP_INTERFACE_VERSION = 0x0 << 4  #: bits 6..4: I2C interface 1.0
+TPM_I2C_CAP_TPM2_FAMILY = 0x1 << 7
+TPM_I2C_CAP_BUS_SPEED_FAST = 0x3 << 21  #: bits 22..21: standard and fast mode
+TPM_I2C_CAP_LOCALITY_0_4 = 0x1 << 25  #: bits 26..25: localities 0..4
+TPM_I2C_CAP_DEV_ADDR_CHANGE_NONE = 0x0 << 27  #: bits 28..27: address cannot change
+TPM_I2C_CAP_BURST_COUNT_STATIC = 0x1 << 29  #: set only if the TIS says so
+#: the value QEMU reports (the TIS burst count is dynamic)
+TPM_I2C_INTERFACE_CAPABILITY_VALUE = (
+    TPM_I2C_CAP_INTERFACE_TYPE_FIFO
+    | TPM_I2C_CAP_INTERFACE_VERSION
+    | TPM_I2C_CAP_TPM2_FAMILY
+    | TPM_I2C_CAP_BUS_SPEED_FAST
+    | TPM_I2C_CAP_LOCALITY_0_4
+    | TPM_I2C_CAP_DEV_ADDR_CHANGE_NONE
+)
+TPM_INTF_BURST_COUNT_STATIC = 0x00000100  #: TPM_INTF_CAPABILITY bit 8 (never set by QEMU)
