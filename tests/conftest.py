@@ -67,6 +67,20 @@ def tis_class(impl: str) -> type[tpmdev.TIS]:
 
 
 @pytest.fixture
+def tis_sysbus_class(impl: str) -> type[tpmdev.TISSysbus]:
+    """``tpmdev.TISSysbus`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.TISSysbus
+    core = tpmdev.hw.pure("tis").TisCore
+
+    class PureTISSysbus(tpmdev.TISSysbus):
+        _Core = core
+
+    PureTISSysbus.__name__ = PureTISSysbus.__qualname__ = "TISSysbus"
+    return PureTISSysbus
+
+
+@pytest.fixture
 def core_class(impl: str) -> type:
     """``TisCore`` (the sans-IO register model) of the variant chosen by ``impl``."""
     if impl == "c":

@@ -18,11 +18,12 @@ from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateEr
 from tpmdev.hw import USE_EXTENSIONS
 from tpmdev.crb import CRB
 from tpmdev.spapr import SPAPR
-from tpmdev.tis import TIS
+from tpmdev.tis import TIS, TISSysbus
 from tpmdev.tis_i2c import TISI2C
 
 __all__ = [
     "TIS",
+    "TISSysbus",
     "CRB",
     "SPAPR",
     "TISI2C",

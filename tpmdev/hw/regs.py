@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     # geometry
     "TIS_BASE_ADDRESS",
+    "TIS_SYSBUS_BASE_ADDRESS",
     "TIS_NUM_LOCALITIES",
     "TIS_LOCALITY_SHIFT",
     "TIS_LOCALITY_SIZE",
@@ -123,6 +124,8 @@ __all__ = [
 
 # --- geometry ----------------------------------------------------------------
 TIS_BASE_ADDRESS = 0xFED40000  #: where PC platforms map the TIS
+#: where Arm ``virt`` maps the sysbus TIS: the start of its platform bus (the first dynamic device)
+TIS_SYSBUS_BASE_ADDRESS = 0x0C000000
 TIS_NUM_LOCALITIES = 5
 TIS_LOCALITY_SHIFT = 12
 TIS_LOCALITY_SIZE = 1 << TIS_LOCALITY_SHIFT  # 0x1000
