@@ -1,5 +1,9 @@
 """Fixtures of the conformance suite: QEMU's TIS (or CRB) and tpmdev's side by side.
 
+The TIS pairs run on a platform: ``"isa"`` (``tpm-tis`` on q35, tpmdev's
+``TIS``) or ``"sysbus"`` (``tpm-tis-device`` on Arm virt, tpmdev's
+``TISSysbus``); ``make_pair(..., platform="sysbus")`` and ``sysbus_pair``.
+
 Every test gets a fresh pair: a QEMU with its own swtpm, and a tpmdev
 ``TIS`` (compiled and pure, through ``tis_class``) on another fresh swtpm.
 Starting both costs about a tenth of a second, and fresh TPMs fed the same
@@ -44,7 +48,9 @@ from .qtest import (
 
 __all__ = ["Lockstep", "Pair", "CrbPair", "UnsafeGo", "UnsafeStart"]
 
-_MISSING = [b for b in ("qemu-system-x86_64", "swtpm", "stdbuf") if shutil.which(b) is None]
+_MISSING = [
+    b for b in ("qemu-system-x86_64", "qemu-system-aarch64", "swtpm", "stdbuf") if shutil.which(b) is None
+]
 
 STS = 0x18
 TPM_GO = 0x20
@@ -400,6 +406,8 @@ def qemu_factory(tmp_path: Path) -> Iterator[Callable[..., Qemu]]:
 
     def make(tpm2: bool, name: str = "qemu", irq: int = 5, device: str = "tpm-tis") -> Qemu:
         workdir = tmp_path / name
+        if workdir.exists():  # several QEMUs in one test
+            workdir = tmp_path / f"{name}-{len(started)}"
         workdir.mkdir()
         sw = Swtpm(workdir, tpm2=tpm2)
         started.append(sw)
@@ -436,6 +444,10 @@ if SELF_CHECK:
     def tpmdev_crb() -> Any:
         return None
 
+    @pytest.fixture
+    def tpmdev_tis_sysbus() -> Any:
+        return None
+
 else:
 
     @pytest.fixture
@@ -444,22 +456,32 @@ else:
         return tis_class
 
     @pytest.fixture
+    def tpmdev_tis_sysbus(tis_sysbus_class: Any) -> Any:
+        """The tpmdev ``TISSysbus`` class under test (compiled or pure)."""
+        return tis_sysbus_class
+
+    @pytest.fixture
     def tpmdev_crb(crb_class: Any) -> Any:
         """The tpmdev ``CRB`` class under test (compiled or pure)."""
         return crb_class
 
 
+#: TIS platform -> (QEMU device, tpmdev fixture giving the class)
+TIS_PLATFORMS = {"isa": "tpm-tis", "sysbus": "tpm-tis-device"}
+
+
 @pytest.fixture
 def make_pair(
-    tpmdev_tis: Any, tmp_path: Path, qemu_factory: Callable[..., Qemu]
+    tpmdev_tis: Any, tpmdev_tis_sysbus: Any, tmp_path: Path, qemu_factory: Callable[..., Qemu]
 ) -> Iterator[Callable[..., Pair]]:
-    """``make_pair(tpm2, asynchronous=False, irq_num=5)`` -> a fresh :class:`Pair`."""
+    """``make_pair(tpm2, asynchronous=False, irq_num=5, platform="isa")`` -> a fresh :class:`Pair`."""
     closers: list[Callable[[], None]] = []
 
-    def make(tpm2: bool, *, asynchronous: bool = False, irq_num: int = 5) -> Pair:
-        qemu = qemu_factory(tpm2, irq=irq_num)
+    def make(tpm2: bool, *, asynchronous: bool = False, irq_num: int = 5, platform: str = "isa") -> Pair:
+        device = TIS_PLATFORMS[platform]
+        qemu = qemu_factory(tpm2, irq=irq_num, device=device)
         if SELF_CHECK:
-            other = qemu_factory(tpm2, "reference", irq=irq_num)
+            other = qemu_factory(tpm2, "reference", irq=irq_num, device=device)
             dev = _SelfCheckDevice(other)
             return Pair(qemu, dev, lambda: other.irq, tpm2=tpm2, wait=other.wait_idle_backend)
         import tpmdev.backends
@@ -473,7 +495,8 @@ def make_pair(
         state.mkdir()
         backend = tpmdev.backends.Emulator.spawn(str(state), tpm_version=2 if tpm2 else 1)
         closers.append(backend.close)
-        dev = tpmdev_tis(backend, irq=irq, asynchronous=asynchronous, irq_num=irq_num)
+        cls = tpmdev_tis if platform == "isa" else tpmdev_tis_sysbus
+        dev = cls(backend, irq=irq, asynchronous=asynchronous, irq_num=irq_num)
         closers.append(dev.close)
         return Pair(
             qemu,
@@ -499,6 +522,18 @@ def pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
 def async_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
     """A fresh pair whose tpmdev device completes commands on a worker thread."""
     return make_pair(tpm2, asynchronous=True)
+
+
+@pytest.fixture
+def sysbus_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
+    """A fresh synchronous pair of sysbus TIS devices (QEMU's on Arm virt)."""
+    return make_pair(tpm2, platform="sysbus")
+
+
+@pytest.fixture
+def async_sysbus_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
+    """A fresh sysbus pair whose tpmdev device completes commands on a worker thread."""
+    return make_pair(tpm2, asynchronous=True, platform="sysbus")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A small qtest client that runs QEMU's TIS and CRB as the conformance oracle.
+"""A small qtest client that runs QEMU's TIS (ISA and sysbus) and CRB as the conformance oracle.
 
 Theory of operation
 -------------------
@@ -8,12 +8,17 @@ Theory of operation
 real ``-tpmdev emulator`` does. :class:`Qemu` listens on a unix socket,
 starts ``qemu-system-x86_64 -machine q35 -accel tcg -S`` with a ``tpm-tis``
 (or, with ``device="tpm-crb"``, a ``tpm-crb``) device on that swtpm and
-accepts QEMU's qtest connection (QEMU is the client). Every socket read
+accepts QEMU's qtest connection (QEMU is the client). With
+``device="tpm-tis-device"`` it starts ``qemu-system-aarch64 -machine virt``
+instead, where the sysbus TIS is the platform bus's first dynamic device
+(:data:`VIRT`: base 0x0C000000). Every socket read
 has a timeout; :meth:`Qemu.close` kills what was started.
 
 qtest is a line protocol: one request line, one answer line (``OK ...`` or
 ``FAIL ...``). After ``irq_intercept_in ioapic`` QEMU also writes
-``IRQ raise N`` / ``IRQ lower N`` lines whenever an I/O APIC input changes;
+``IRQ raise N`` / ``IRQ lower N`` lines whenever an I/O APIC input changes
+(on ``virt``: ``irq_intercept_in`` on the GIC, whose input 112 is the
+platform bus's first interrupt, where ``virt`` wires the sysbus TIS's IRQ 0);
 they arrive in order on the same socket, before the answer of the request
 that caused them, or before the next answer when the change came from the
 main loop (a backend completion). :meth:`Qemu.command` files them into
@@ -45,6 +50,10 @@ __all__ = [
     "TIS_BASE",
     "CRB_BASE",
     "TIS_IRQ",
+    "Platform",
+    "Q35",
+    "VIRT",
+    "PLATFORMS",
     "QtestError",
     "Swtpm",
     "Qemu",
@@ -63,6 +72,7 @@ CRB_BASE = 0xFED40000
 TIS_IRQ = 5
 
 QEMU_BINARY = os.environ.get("TPMDEV_QEMU", "qemu-system-x86_64")
+QEMU_AARCH64_BINARY = os.environ.get("TPMDEV_QEMU_AARCH64", "qemu-system-aarch64")
 SWTPM_BINARY = os.environ.get("TPMDEV_SWTPM", "swtpm")
 
 #: TIS state machine numbers as QEMU prints them.
@@ -71,6 +81,31 @@ STATE_IDLE, STATE_READY, STATE_COMPLETION, STATE_EXECUTION, STATE_RECEPTION = ra
 
 class QtestError(Exception):
     """QEMU or swtpm misbehaved (refused a request, timed out, died)."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A QEMU machine that carries a TPM: where the device sits and how its IRQ is seen."""
+
+    binary: str
+    machine: str
+    #: base of the TPM region (TIS or CRB)
+    base: int
+    #: qtest ``irq_intercept_in`` target: the interrupt controller the TPM's line reaches
+    irq_controller: str
+    #: the controller input of the TPM's line; None: the ISA IRQ number (``irq`` property)
+    irq_input: int | None
+
+
+#: PC (q35): ISA TIS or CRB at 0xFED40000, the TIS's ISA IRQ at the I/O APIC input of that number.
+Q35 = Platform(QEMU_BINARY, "q35", TIS_BASE, "ioapic", None)
+#: Arm virt: the sysbus TIS is the first platform-bus device (0x0C000000); virt wires the platform
+#: bus's interrupts to GIC SPIs 112..175 (GIC inputs 112..), the TIS's IRQ 0 to the first. The GIC
+#: is the second object QEMU's virt creates without a parent (after the CPU).
+VIRT = Platform(QEMU_AARCH64_BINARY, "virt", 0x0C000000, "/machine/unattached/device[1]", 112)
+
+#: the platform of each QEMU TPM device the harness drives
+PLATFORMS = {"tpm-tis": Q35, "tpm-crb": Q35, "tpm-tis-device": VIRT}
 
 
 def split_access(addr: int, size: int) -> list[tuple[int, int]]:
@@ -187,8 +222,10 @@ class Qemu:
     def __init__(
         self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5, device: str = "tpm-tis"
     ) -> None:
-        if device not in ("tpm-tis", "tpm-crb"):
+        if device not in PLATFORMS:
             raise ValueError(f"unsupported TPM device {device!r}")
+        self.platform = PLATFORMS[device]
+        self.base = self.platform.base
         self.workdir = workdir
         self.swtpm = swtpm
         self.timeout = timeout
@@ -222,8 +259,8 @@ class Qemu:
         self._listener.listen(1)
         self._listener.settimeout(self.timeout)
         args = [
-            QEMU_BINARY,
-            "-machine", "q35",
+            self.platform.binary,
+            "-machine", self.platform.machine,
             "-accel", "tcg",
             "-S",
             "-qtest", f"unix:{self._qtest_path}",
@@ -246,7 +283,7 @@ class Qemu:
         except socket.timeout:
             raise QtestError(f"QEMU did not connect to qtest: {self.output()[-2000:]}") from None
         self._sock.settimeout(self.timeout)
-        self.command("irq_intercept_in ioapic")
+        self.command(f"irq_intercept_in {self.platform.irq_controller}")
         self._qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._qmp.settimeout(self.timeout)
         self._qmp.connect(str(self._qmp_path))
@@ -254,8 +291,8 @@ class Qemu:
         self.qmp("qmp_capabilities")
 
     def _device_arg(self) -> str:
-        if self.device == "tpm-tis":
-            return f"tpm-tis,tpmdev=tpm0,irq={self.irq_num}"
+        if self.device in ("tpm-tis", "tpm-tis-device"):
+            return f"{self.device},tpmdev=tpm0,irq={self.irq_num}"
         return f"{self.device},tpmdev=tpm0"  # tpm-crb has no interrupt
 
     def close(self) -> None:
@@ -328,8 +365,9 @@ class Qemu:
 
     @property
     def irq(self) -> int:
-        """Level of the TIS interrupt line at the I/O APIC."""
-        return self.irq_levels.get(self.irq_num, 0)
+        """Level of the TIS interrupt line at the interrupt controller."""
+        line = self.platform.irq_input
+        return self.irq_levels.get(self.irq_num if line is None else line, 0)
 
     _READ = {1: "readb", 2: "readw", 4: "readl", 8: "readq"}
     _WRITE = {1: "writeb", 2: "writew", 4: "writel", 8: "writeq"}
@@ -371,14 +409,14 @@ class Qemu:
     def system_reset(self) -> None:
         """Machine reset; returns once the reset ran (the RESET event)."""
         self.qmp("system_reset", wait_event="RESET")
-        self.readmem(TIS_BASE + 0xF00, 4)  # a round trip after the reset (TIS DID_VID, CRB buffer)
+        self.readmem(self.base + 0xF00, 4)  # a round trip after the reset (TIS DID_VID, CRB buffer)
 
     # -- the TIS debug print --------------------------------------------
     def tis_dump(self, locality: int) -> TisDump:
         """Read DEBUG of *locality* and parse what QEMU printed."""
         assert self._out_reader is not None
         self._out_reader.seek(0, os.SEEK_END)
-        self.readmem(TIS_BASE + (locality << 12) + 0xF90, 4)
+        self.readmem(self.base + (locality << 12) + 0xF90, 4)
         deadline = time.monotonic() + self.timeout
         text = b""
         while b"result buffer" not in text or not text.endswith(b"\n"):
@@ -427,9 +465,9 @@ class Qemu:
 class QemuRegion:
     """A device region of QEMU seen like a tpmdev device: offsets relative to the base."""
 
-    def __init__(self, qemu: Qemu, base: int = TIS_BASE) -> None:
+    def __init__(self, qemu: Qemu, base: int | None = None) -> None:
         self.qemu = qemu
-        self.base = base
+        self.base = qemu.base if base is None else base
 
     def read(self, offset: int, size: int = 4) -> int:
         return self.qemu.readmem(self.base + offset, size)
