@@ -1,5 +1,6 @@
 """TIS over I2C speed: a whole TPM2_GetRandom as Linux's tpm_tis_i2c runs it,
-in the group of the same command through the TIS (benchmarks/test_tis.py),
+in the group of the same command through every frontend (benchmarks/test_crb.py,
+benchmarks/test_frontends.py),
 and one register read over the bus beside the TIS's.
 
 The I2C layer is plain Python around the TIS core (either variant): a real
@@ -33,7 +34,7 @@ def i2c_class(tis_class: type[tpmdev.TIS]) -> type[tpmdev.TISI2C]:
     return PureTISI2C
 
 
-@pytest.mark.benchmark(group="TPM2_GetRandom(32)")
+@pytest.mark.benchmark(group="TPM2_GetRandom(32) through a frontend (Builtin)")  # benchmarks/test_crb.py's
 def test_get_random_through_tis_i2c(benchmark: Callable[..., object], i2c_class: type[tpmdev.TISI2C]) -> None:
     with i2c_class(tpmdev.backends.Builtin()) as dev:
         driver = TisI2CDriver(dev)
