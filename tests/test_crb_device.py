@@ -137,7 +137,7 @@ class Gate(Backend):
     def tpm_version(self) -> int:
         return 2
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
         assert self.gate.wait(10)
         return self.inner.execute(command, locality)
 
@@ -202,7 +202,7 @@ class Broken(Backend):
 
     tpm_version = 2
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
         raise tpmdev.BackendError("swtpm went away")
 
 
@@ -281,7 +281,7 @@ def test_small_backend_buffer_caps_the_command(crb_class: type[tpmdev.CRB]) -> N
         def get_buffer_size(self) -> int:
             return 1024
 
-        def execute(self, command: bytes, locality: int = 0) -> bytes:
+        def _execute(self, command: bytes, locality: int) -> bytes:
             self.seen.append(command)
             return bytes.fromhex("8001 0000000a 00000000")
 

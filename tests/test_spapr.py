@@ -94,7 +94,7 @@ class Gate(Backend):
     def startup(self, buffer_size: int = 0) -> None:
         self.inner.startup(buffer_size)
 
-    def execute(self, command: bytes, locality: int = 0) -> bytes:
+    def _execute(self, command: bytes, locality: int) -> bytes:
         self.entered.set()
         assert self.open.wait(10)
         if self.fail:
