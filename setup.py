@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Any
 
-HOT_MODULES = ["tis"]
+HOT_MODULES = ["core", "tis", "crb"]
 
 COMPILER_DIRECTIVES = {
     "language_level": 3,

@@ -12,6 +12,7 @@ import pytest
 
 import tpmdev
 import tpmdev.hw
+import tpmdev.hw.crb
 import tpmdev.hw.tis
 
 # The QEMU/swtpm harness lives with the conformance tests.
@@ -26,15 +27,31 @@ def _pure_tis_class() -> type[tpmdev.TIS]:
     return PureTIS
 
 
+def _require_compiled() -> None:
+    if not (tpmdev.hw.is_compiled(tpmdev.hw.tis) and tpmdev.hw.is_compiled(tpmdev.hw.crb)):
+        if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
+            pytest.fail("compiled register models are missing")
+        pytest.skip("compiled register models are not built")
+
+
 @pytest.fixture(params=["c", "py"])
 def tis_class(request: pytest.FixtureRequest) -> type[tpmdev.TIS]:
     if request.param == "c":
-        if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
-            if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
-                pytest.fail("compiled register models are missing")
-            pytest.skip("compiled register models are not built")
+        _require_compiled()
         return tpmdev.TIS
     return _pure_tis_class()
+
+
+@pytest.fixture(params=["c", "py"])
+def crb_class(request: pytest.FixtureRequest) -> type[tpmdev.CRB]:
+    if request.param == "c":
+        _require_compiled()
+        return tpmdev.CRB
+
+    class PureCRB(tpmdev.CRB):
+        _Core = tpmdev.hw.pure("crb").CrbCore
+
+    return PureCRB
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,21 @@ def test_read_sts_qemu_qtest(benchmark: Callable[..., object], qemu_tis: object)
         qemu_tis.write(R.TPM_ACCESS, R.TPM_ACCESS_ACTIVE_LOCALITY, 1)  # type: ignore[attr-defined]
 
 
+# -- read(ACCESS): asks the device layer for the established flag -------------
+
+
+@pytest.mark.benchmark(group="read ACCESS")
+def test_floor_c_method_call_access(benchmark: Callable[..., object]) -> None:
+    benchmark(bytearray(1).__len__)
+
+
+@pytest.mark.benchmark(group="read ACCESS")
+def test_read_access(benchmark: Callable[..., object], tis_class: type[tpmdev.TIS]) -> None:
+    with _active(tis_class) as dev:
+        value = benchmark(dev.read, R.TPM_ACCESS, 1)
+        assert value == 0xA1
+
+
 # -- FIFO byte writes (rounds of N_WRITES, beside N_WRITES floor calls) -------
 
 

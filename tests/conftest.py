@@ -32,6 +32,8 @@ import pytest
 
 import tpmdev
 import tpmdev.hw
+import tpmdev.hw.core
+import tpmdev.hw.crb
 import tpmdev.hw.tis
 
 
@@ -53,6 +55,7 @@ VARIANTS = ["c", "py"] if tpmdev.USE_EXTENSIONS or REQUIRE else ["py"]
 #: Fixture name -> what it needs, for tests that cannot run in every install.
 NEEDS = {
     "compiled_core_class": ("the compiled register models", tpmdev.USE_EXTENSIONS),
+    "compiled_crb_core_class": ("the compiled register models", tpmdev.USE_EXTENSIONS),
     "cython_module": ("Cython", _cython_importable()),
 }
 _DROPPED = pytest.StashKey[tuple[int, list[str]]]()
@@ -148,6 +151,20 @@ def tis_class(impl: str) -> type[tpmdev.TIS]:
 
 
 @pytest.fixture
+def tis_sysbus_class(impl: str) -> type[tpmdev.TISSysbus]:
+    """``tpmdev.TISSysbus`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.TISSysbus
+    core = tpmdev.hw.pure("tis").TisCore
+
+    class PureTISSysbus(tpmdev.TISSysbus):
+        _Core = core
+
+    PureTISSysbus.__name__ = PureTISSysbus.__qualname__ = "TISSysbus"
+    return PureTISSysbus
+
+
+@pytest.fixture
 def core_class(impl: str) -> type:
     """``TisCore`` (the sans-IO register model) of the variant chosen by ``impl``."""
     if impl == "c":
@@ -173,3 +190,42 @@ def no_worker_thread_left() -> Iterator[None]:
         thread.join(10)
     alive = [t.name for t in started if t.is_alive()]
     assert not alive, f"device worker threads still running after the test: {alive}"
+
+
+def _variant(impl: str, module: str, name: str) -> type:
+    source = getattr(tpmdev.hw, module) if impl == "c" else tpmdev.hw.pure(module)
+    cls: type = getattr(source, name)
+    return cls
+
+
+@pytest.fixture
+def crb_core_class(impl: str) -> type:
+    """``CrbCore`` of the variant chosen by ``impl``."""
+    return _variant(impl, "crb", "CrbCore")
+
+
+@pytest.fixture
+def compiled_crb_core_class() -> type:
+    """The compiled ``CrbCore``, for tests that need both variants at once."""
+    _require_compiled()
+    return tpmdev.hw.crb.CrbCore
+
+
+@pytest.fixture
+def recording_core_class(impl: str) -> type:
+    """``RecordingCore`` (the bare access layer) of the variant chosen by ``impl``."""
+    return _variant(impl, "core", "RecordingCore")
+
+
+@pytest.fixture
+def crb_class(impl: str) -> type[tpmdev.CRB]:
+    """``tpmdev.CRB`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.CRB
+    core = tpmdev.hw.pure("crb").CrbCore
+
+    class PureCRB(tpmdev.CRB):
+        _Core = core
+
+    PureCRB.__name__ = PureCRB.__qualname__ = "CRB"
+    return PureCRB

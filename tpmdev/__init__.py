@@ -16,10 +16,17 @@ from __future__ import annotations
 from tpmdev import backends
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
-from tpmdev.tis import TIS
+from tpmdev.crb import CRB
+from tpmdev.spapr import SPAPR
+from tpmdev.tis import TIS, TISSysbus
+from tpmdev.tis_i2c import TISI2C
 
 __all__ = [
     "TIS",
+    "TISSysbus",
+    "CRB",
+    "SPAPR",
+    "TISI2C",
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",

@@ -1,6 +1,10 @@
-"""The TIS device: the compiled TIS register model on the shared device layer.
+"""The TIS devices: the compiled TIS register model on the shared device layer.
 
-QEMU's ``tpm-tis`` (ISA, PC platform). The register semantics are the core's
+QEMU's ``tpm-tis`` (ISA, PC platform) is :class:`TIS`; QEMU's
+``tpm-tis-device`` (sysbus, Arm ``virt``) is :class:`TISSysbus`, the same
+registers with the same values (QEMU shares one TIS state between them and
+so does tpmdev: the sysbus class only changes the options, see qemu-tpm-spec
+section 3). The register semantics are the core's
 (:mod:`tpmdev.hw.tis`); the plumbing (reset order, attach, close, the worker
 of asynchronous mode, the backend-error policy) is :mod:`tpmdev._device`'s.
 This module adds the TIS's own options (the interrupt line, PPI) and binds
@@ -38,9 +42,9 @@ from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError
 from tpmdev.hw import tis as _hw_tis
-from tpmdev.hw.regs import TIS_BUFFER_MAX, TIS_REGION_SIZE
+from tpmdev.hw.regs import TIS_BASE_ADDRESS, TIS_BUFFER_MAX, TIS_REGION_SIZE, TIS_SYSBUS_BASE_ADDRESS
 
-__all__ = ["TIS"]
+__all__ = ["TIS", "TISSysbus"]
 
 IrqCallback = Callable[[int], object]
 
@@ -66,7 +70,8 @@ class TIS(MmioDevice):
         backend failed a command (the guest got a TPM failure response).
 
     Offsets given to :meth:`read` and :meth:`write` are relative to the
-    device base (0 .. 0x4FFF; the PC platform maps it at 0xFED40000).
+    device base (0 .. 0x4FFF; the PC platform maps it at
+    :attr:`base_address`, 0xFED40000).
     """
 
     #: The register model class (compiled when available).
@@ -76,6 +81,11 @@ class TIS(MmioDevice):
 
     #: Size of the MMIO region.
     region_size = TIS_REGION_SIZE
+    #: Where the platform maps the region (QEMU's TPM_TIS_ADDR_BASE on PC).
+    base_address = TIS_BASE_ADDRESS
+    #: Largest ``irq_num`` the bus takes, and what it is called in messages.
+    _irq_num_max = 15
+    _irq_num_what = "an ISA interrupt"
 
     def __init__(
         self,
@@ -90,7 +100,7 @@ class TIS(MmioDevice):
         on_complete: Optional[Callable[[], object]] = None,
         on_backend_error: Optional[Callable[[BackendError], object]] = None,
     ) -> None:
-        self.irq_num = check_int("irq_num", irq_num, 0, 15, "an ISA interrupt")
+        self.irq_num = check_int("irq_num", irq_num, 0, self._irq_num_max, self._irq_num_what)
         self._irq = check_callback("irq", irq, " taking the new line level")
         self.ppi = check_flag("ppi", ppi)
         super().__init__(
@@ -115,3 +125,52 @@ class TIS(MmioDevice):
     def active_locality(self) -> Optional[int]:
         locality: Optional[int] = self.core.active_locality
         return locality
+
+
+class TISSysbus(TIS):
+    """A TPM TIS device on a system bus, as QEMU's ``tpm-tis-device``
+    (Arm ``virt``; the Linux driver binds it as ``tcg,tpm-tis-mmio``).
+
+    The registers, their values and every behaviour are the :class:`TIS`'s.
+    What differs is the platform around them:
+
+    * no Physical Presence Interface (QEMU's sysbus device has no ``ppi``
+      property; :attr:`ppi` is always False);
+    * ``irq`` is the device's sysbus IRQ 0, which the platform wires (on
+      ``virt``, through the platform bus to the GIC); ``irq_num`` is only the
+      number reported in TPM_INT_VECTOR, a 32-bit property QEMU does not
+      range-check (default 5);
+    * the platform bus places the region: :attr:`base_address` is where Arm
+      ``virt`` puts its first dynamic device, 0x0C000000.
+
+    The other parameters are :class:`TIS`'s.
+    """
+
+    _name = "TIS-sysbus"
+    base_address = TIS_SYSBUS_BASE_ADDRESS
+    _irq_num_max = 0xFFFFFFFF
+    _irq_num_what = "a 32-bit value"
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        tpm_version: Optional[int] = None,
+        irq: Optional[IrqCallback] = None,
+        asynchronous: bool = False,
+        irq_num: int = 5,
+        close_backend: bool = True,
+        on_complete: Optional[Callable[[], object]] = None,
+        on_backend_error: Optional[Callable[[BackendError], object]] = None,
+    ) -> None:
+        super().__init__(
+            backend,
+            tpm_version=tpm_version,
+            irq=irq,
+            ppi=False,
+            asynchronous=asynchronous,
+            irq_num=irq_num,
+            close_backend=close_backend,
+            on_complete=on_complete,
+            on_backend_error=on_backend_error,
+        )

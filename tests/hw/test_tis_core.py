@@ -35,13 +35,15 @@ class Harness:
         *,
         auto: bytes | None = RC_FAILURE,
         established: bool = False,
+        int_any_locality: bool = False,
     ) -> None:
         self.requests: list[int] = []
         self.irq_levels: list[int] = []
         self.commands: list[tuple[int, bytes]] = []
         self.auto = auto  # respond at once with this, or leave the command in flight
         self.established = established
-        self.core = core_class(tpm_version, 4096, 5, self.irq_levels.append, self.on_request)
+        options = {"int_any_locality": True} if int_any_locality else {}
+        self.core = core_class(tpm_version, 4096, 5, self.irq_levels.append, self.on_request, **options)
 
     def on_request(self, kind: int) -> None:
         self.requests.append(kind)
@@ -122,15 +124,41 @@ def test_reset_value_of_every_slot(core_class: type, version: int, active: bool)
             assert h.r(loc(locality, slot)) == want, f"locality {locality} slot {slot:#05x}"
 
 
-def test_established_flag_shows_in_access_bit0(core_class: type) -> None:
+def test_established_flag_asked_at_every_access_read(core_class: type) -> None:
     h = Harness(core_class, established=True)
     assert h.access(0) == 0x80
     assert h.requests.count(REQUEST_ESTABLISHED) == 1
-    h.access(1)  # cached: asked only once
-    assert h.requests.count(REQUEST_ESTABLISHED) == 1
-    h.core.invalidate_established()
-    h.established = False
-    assert h.access(2) == 0x81
+    h.established = False  # the backend's flag changed (state load, hash sequence)
+    assert h.access(1) == 0x81  # the core kept no stale copy
+    assert h.requests.count(REQUEST_ESTABLISHED) == 2
+    h.established = True
+    h.core.reset(2, 4096)
+    assert h.access(2) == 0x80 and h.requests.count(REQUEST_ESTABLISHED) == 3
+    h.core.invalidate_established()  # harmless: nothing to forget
+    assert h.access(0) == 0x80
+
+
+def test_established_flag_without_an_answer_reads_not_established(core_class: type) -> None:
+    # QEMU shows a failed query as "not established" (ACCESS bit 0 set).
+    asked: list[int] = []
+    core = core_class(2, 4096, 5, None, asked.append)  # an owner that never answers
+    core.set_established(True)  # an answer outside a request does not count
+    assert core.read(R.TPM_ACCESS, 1) == 0x81 and asked == [REQUEST_ESTABLISHED]
+    assert core_class(2, 4096).read(R.TPM_ACCESS, 1) == 0x81  # no owner at all
+
+
+def test_established_answer_counts_only_for_the_read_that_asked(core_class: type) -> None:
+    answers = iter([True, None])
+
+    def owner(kind: int) -> None:
+        if kind == REQUEST_ESTABLISHED:
+            flag = next(answers)
+            if flag is not None:
+                core.set_established(flag)
+
+    core = core_class(2, 4096, 5, None, owner)
+    assert core.read(R.TPM_ACCESS, 1) == 0x80
+    assert core.read(R.TPM_ACCESS, 1) == 0x81  # the owner failed this time
 
 
 def test_reset_keeps_buffer_and_irq_line(h: Harness) -> None:
@@ -644,9 +672,222 @@ def test_posted_completion_applies_at_next_access(core_class: type) -> None:
     assert h.sts(0) == 0x04000A90
 
 
+RC_OTHER = bytes.fromhex("8001 0000000e 00000000 12345678")  # a different, longer response
+
+
+def test_second_complete_is_ignored(core_class: type) -> None:
+    h = Harness(core_class, auto=None)
+    start_command(h, 0)
+    assert h.core.pending_command == (0, GETRANDOM)
+    h.core.complete(RC_FAILURE)
+    assert h.core.pending_command is None and not h.core.executing
+    h.core.complete(RC_OTHER)  # stray: the command was already answered
+    assert h.sts(0) == 0x04000A90 and h.drain(0, 10) == RC_FAILURE
+    h.ready(0)
+    h.core.complete(RC_OTHER)  # stray, with the locality READY
+    assert h.sts(0) == 0x04100040 and h.core.locality_state(0) == R.TIS_STATE_READY
+    assert h.core.pending_command is None
+
+
+def test_stray_posted_completion_is_ignored(core_class: type) -> None:
+    h = Harness(core_class, auto=None)
+    start_command(h, 0)
+    h.core.post(RC_FAILURE)
+    h.core.post(RC_FAILURE)  # the second replaces the first: one completion
+    assert h.core.poll() and not h.core.poll()
+    h.ready(0)
+    h.core.post(RC_OTHER)
+    assert h.core.poll()  # applied, and ignored: nothing in flight
+    assert h.sts(0) == 0x04100040 and h.core.locality_state(0) == R.TIS_STATE_READY
+
+
+def test_complete_after_reset_is_ignored(core_class: type) -> None:
+    h = Harness(core_class, auto=None)
+    start_command(h, 0)
+    h.core.reset(2, 4096)
+    assert h.core.pending_command is None
+    h.core.complete(RC_FAILURE)
+    h.request_use(0)
+    assert h.sts(0) == 0x04100000 and h.core.locality_state(0) == R.TIS_STATE_IDLE
+
+
+def test_stray_complete_after_second_tpmgo_leaves_first_locality_executing(core_class: type) -> None:
+    h = Harness(core_class, auto=None)
+    start_command(h, 0)
+    h.w(loc(0, R.TPM_ACCESS), 0x20, 1)
+    h.request_use(1)
+    h.ready(1)
+    h.ready(1)
+    h.send(1, STARTUP)
+    h.go(1)
+    assert h.core.pending_command == (1, STARTUP)
+    h.core.complete(RC_FAILURE)  # the first command's response: lands at locality 1 (QUIRK)
+    h.core.complete(RC_OTHER)  # stray
+    assert h.sts(1) == 0x04000A90 and h.drain(1, 10) == RC_FAILURE
+    assert h.core.locality_state(0) == R.TIS_STATE_EXECUTION and not h.core.executing
+
+
+@pytest.mark.parametrize("failed", [False, True], ids=["ok", "failed"])
+def test_failed_flag_is_accepted_and_ignored(core_class: type, failed: bool) -> None:
+    fatal = bytes.fromhex("00c4 0000000a 00000009")
+    h = Harness(core_class, auto=None)
+    start_command(h, 0)
+    h.core.complete(fatal, False, failed)
+    assert h.sts(0) == 0x04000A90 and h.drain(0, 10) == fatal
+    h.ready(0)
+    h.send(0, GETRANDOM)
+    h.go(0)
+    h.core.post(fatal, selftest_done=False, failed=failed)
+    assert h.sts(0) == 0x04000A90 and h.drain(0, 10) == fatal
+
+
+# ---------------------------------------------------------------------------
+# Reads past the buffer (QEMU reads its own state there)
+# ---------------------------------------------------------------------------
+
+FILL = bytes.fromhex("8001 00001000") + bytes(5000)  # header: 4096 bytes; 5006 bytes in all
+
+
+def leave_response(h: Harness, locality: int, command: bytes) -> None:
+    """*locality* runs *command* and relinquishes with the response unread."""
+    h.request_use(locality)
+    h.w(loc(locality, R.TPM_INT_ENABLE), 0x80000002)  # stsValid interrupt
+    h.ready(locality)
+    h.ready(locality)
+    h.send(locality, command)
+    h.go(locality)
+    assert h.sts(locality) & 0xFF == 0x90
+    h.w(loc(locality, R.TPM_ACCESS), 0x20, 1)
+
+
+def fill_buffer(h: Harness, locality: int = 1) -> None:
+    h.request_use(locality)
+    h.ready(locality)
+    h.send(locality, FILL)  # rw_offset stops at 4096, Expect drops
+    assert h.sts(locality) == 0x04000080
+    h.w(loc(locality, R.TPM_ACCESS), 0x20, 1)
+
+
+def test_fifo_read_past_the_buffer_reads_qemus_rw_offset(h: Harness) -> None:
+    # The issue's sequence, values from the QEMU 7.2 oracle.
+    leave_response(h, 0, STARTUP)
+    fill_buffer(h)
+    h.request_use(0)
+    h.w(loc(0, R.TPM_INT_STATUS), 0xFF)
+    assert h.sts(0) == 0x04000090  # dataAvail, burst count 0
+    assert [h.r(R.TPM_STS + i, 1) for i in range(4)] == [0x90, 0x00, 0x00, 0x04]
+    assert h.r(R.TPM_DATA_FIFO, 1) == 0x01  # buffer[4096]: low byte of rw_offset 4097
+    assert h.r(loc(0, R.TPM_INT_STATUS)) == 0x02  # dataAvail dropped: stsValid
+    assert h.sts(0) == 0xFFFFFF80  # the burst count wraps (unsigned, as QEMU's)
+    assert [h.r(R.TPM_STS + i, 1) for i in range(4)] == [0x80, 0xFF, 0x00, 0x04]  # clamped byte
+    assert h.r(R.TPM_STS, 2) == 0xFF80 and h.r(R.TPM_STS + 2, 2) == 0xFFFF
+    assert h.r(R.TPM_DATA_FIFO, 1) == 0xFF
+    h.w(R.TPM_STS, R.TPM_STS_RESPONSE_RETRY, 1)
+    assert h.sts(0) == 0x04100090 and h.r(R.TPM_DATA_FIFO) == 0x00000180
+
+
+def test_dword_fifo_read_past_the_buffer(h: Harness) -> None:
+    leave_response(h, 0, STARTUP)
+    fill_buffer(h)
+    h.request_use(0)
+    assert h.r(R.TPM_DATA_FIFO) == 0xFFFFFF01
+
+
+@pytest.mark.parametrize(
+    "readers, want",
+    [([0, 2, 3], [0x01, 0x10, 0x03]), ([3, 2, 0], [0x01, 0x10, 0x00])],
+    ids=["0-2-3", "3-2-0"],
+)
+def test_three_readers_past_the_buffer(core_class: type, readers: list[int], want: list[int]) -> None:
+    # Values from the QEMU 7.2 oracle: rw_offset's two bytes, then active_locty.
+    h = Harness(core_class)
+    for locality in readers:
+        leave_response(h, locality, STARTUP)
+    fill_buffer(h)
+    got = []
+    for n, locality in enumerate(readers):
+        h.request_use(locality)
+        assert h.sts(locality) == [0x04000090, 0xFFFFFF90, 0xFFFFFE90][n]
+        got.append(h.r(loc(locality, R.TPM_DATA_FIFO), 1))
+        assert h.sts(locality) == [0xFFFFFF80, 0xFFFFFE80, 0xFFFFFD80][n]
+        h.w(loc(locality, R.TPM_ACCESS), 0x20, 1)
+    assert got == want
+
+
+@pytest.mark.parametrize("readers, tail", [([0], "01"), ([0, 2, 3], "031001")], ids=["one", "three"])
+def test_command_sent_after_reads_past_the_buffer(core_class: type, readers: list[int], tail: str) -> None:
+    # QEMU sends rw_offset bytes: the ones past the buffer come from its state.
+    h = Harness(core_class)
+    for locality in readers:
+        leave_response(h, locality, STARTUP)
+    fill_buffer(h)
+    for locality in readers:
+        h.request_use(locality)
+        h.r(loc(locality, R.TPM_DATA_FIFO), 1)
+        h.w(loc(locality, R.TPM_ACCESS), 0x20, 1)
+    h.request_use(1)
+    h.go(1)  # the filler is still in RECEPTION with Expect clear
+    assert h.commands[-1] == (1, FILL[:4096] + bytes.fromhex(tail))
+
+
 # ---------------------------------------------------------------------------
 # Interrupts
 # ---------------------------------------------------------------------------
+
+
+def test_int_any_locality_defaults_to_qemu_7_2(core_class: type) -> None:
+    assert core_class(2, 4096).int_any_locality is False
+    assert core_class(2, 4096, int_any_locality=True).int_any_locality is True
+
+
+@pytest.mark.parametrize("any_locality", [False, True], ids=["qemu-7.2", "qemu-8.0"])
+@pytest.mark.parametrize(
+    "active, writer",
+    [(None, 0), (None, 3), (0, 0), (0, 2), (2, 2), (2, 0), (3, 1), (0, 4)],
+    ids=lambda v: "none" if v is None else str(v),
+)
+def test_int_enable_write_by_locality(
+    core_class: type, any_locality: bool, active: int | None, writer: int
+) -> None:
+    h = Harness(core_class, int_any_locality=any_locality)
+    if active is not None:
+        h.request_use(active)
+    h.w(loc(writer, R.TPM_INT_ENABLE), 0x8000008F)
+    taken = writer != 4 and (any_locality or writer == active)  # locality 4: never
+    assert h.r(loc(writer, R.TPM_INT_ENABLE)) == (0x8000008F if taken else 0x08)
+    for other in range(5):
+        if other != writer:
+            assert h.r(loc(other, R.TPM_INT_ENABLE)) == 0x08
+
+
+@pytest.mark.parametrize(
+    "any_locality, status, levels",
+    [(False, 0x80, [1]), (True, 0x00, [1, 0])],
+    ids=["qemu-7.2", "qemu-8.0"],
+)
+def test_int_status_clear_by_inactive_locality(
+    core_class: type, any_locality: bool, status: int, levels: list[int]
+) -> None:
+    h = Harness(core_class, int_any_locality=any_locality)
+    h.request_use(1)
+    h.w(loc(1, R.TPM_INT_ENABLE), 0x8000008F)
+    h.ready(1)  # commandReady interrupt at locality 1
+    h.request_use(2)
+    h.w(loc(1, R.TPM_ACCESS), 0x20, 1)  # locality 2 takes over
+    h.w(loc(1, R.TPM_INT_STATUS), 0x80)  # written by the locality that lost the TPM
+    assert h.r(loc(1, R.TPM_INT_STATUS)) == status and h.irq_levels == levels
+    h.w(loc(4, R.TPM_INT_STATUS), 0x80)  # locality 4 writes are dropped either way
+    assert h.irq_levels == levels
+
+
+@pytest.mark.parametrize("any_locality", [False, True], ids=["qemu-7.2", "qemu-8.0"])
+def test_interrupts_enabled_while_inactive_fire_later(core_class: type, any_locality: bool) -> None:
+    # QEMU 8.0: a driver may set INT_ENABLE before it requests the locality.
+    h = Harness(core_class, int_any_locality=any_locality)
+    h.w(loc(1, R.TPM_INT_ENABLE), 0x80000004)  # localityChange
+    h.request_use(1)
+    assert h.r(loc(1, R.TPM_INT_STATUS)) == (0x04 if any_locality else 0)
+    assert h.irq_levels == ([1] if any_locality else [])
 
 
 def test_int_enable_writes_only_from_active_locality(h: Harness) -> None:

@@ -1,4 +1,8 @@
-"""Fixtures of the conformance suite: QEMU's TIS and tpmdev's TIS side by side.
+"""Fixtures of the conformance suite: QEMU's TIS (or CRB) and tpmdev's side by side.
+
+The TIS pairs run on a platform: ``"isa"`` (``tpm-tis`` on q35, tpmdev's
+``TIS``) or ``"sysbus"`` (``tpm-tis-device`` on Arm virt, tpmdev's
+``TISSysbus``); ``make_pair(..., platform="sysbus")`` and ``sysbus_pair``.
 
 Every test gets a fresh pair: a QEMU with its own swtpm, and a tpmdev
 ``TIS`` (compiled and pure, through ``tis_class``) on another fresh swtpm.
@@ -6,8 +10,9 @@ Starting both costs about a tenth of a second, and fresh TPMs fed the same
 commands answer the same bytes (PCR counters, error codes), which a shared
 long-lived swtpm would not guarantee.
 
-:class:`Pair` applies each operation to both devices and compares every value
-read and the interrupt line after every step. A failure names the step::
+:class:`Pair` (TIS) and :class:`CrbPair` (CRB), both :class:`Lockstep`,
+apply each operation to both devices and compare every value read (and, for
+the TIS, the interrupt line) after every step. A failure names the step::
 
     step 17 readl 0x1018: qemu 0x04100040 tpmdev 0x04100080
 
@@ -29,33 +34,35 @@ from typing import Any, Protocol
 
 import pytest
 
-from .commands import DETERMINISTIC, safe_to_send
+from .commands import DETERMINISTIC, header_size, safe_to_send
 from .qtest import (
     STATE_RECEPTION,
     Qemu,
+    QemuCrb,
+    QemuRegion,
     QemuTis,
     QtestError,
     Swtpm,
     split_access,
 )
 
-__all__ = ["Pair", "UnsafeGo"]
+__all__ = ["Lockstep", "Pair", "CrbPair", "UnsafeGo", "UnsafeStart"]
 
 _MISSING = [b for b in ("qemu-system-x86_64", "swtpm", "stdbuf") if shutil.which(b) is None]
+#: the sysbus TIS runs on Arm virt (Debian: qemu-system-arm)
+_MISSING_SYSBUS = _MISSING + [b for b in ("qemu-system-aarch64",) if shutil.which(b) is None]
 
 STS = 0x18
 TPM_GO = 0x20
 EXPECT = 0x08
-_SIZE_NAMES = {1: "b", 2: "w", 4: "l"}
+_SIZE_NAMES = {1: "b", 2: "w", 4: "l", 8: "q"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not _MISSING:
-        return
-    skip = pytest.mark.skip(reason=f"needs {', '.join(_MISSING)}")
     for item in items:
-        if "oracle" in item.keywords:
-            item.add_marker(skip)
+        missing = _MISSING_SYSBUS if "sysbus" in item.nodeid else _MISSING
+        if missing and "oracle" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=f"needs {', '.join(missing)}"))
 
 
 def _fifo_bytes(offset: int, size: int) -> int:
@@ -75,23 +82,31 @@ class UnsafeGo(Exception):
     """A tpmGo would send swtpm a command it cannot answer (or not reproducibly)."""
 
 
-class Pair:
-    """QEMU's TIS and a tpmdev TIS driven in lockstep."""
+class UnsafeStart(Exception):
+    """A CRB START would send swtpm a command it cannot answer (or not reproducibly)."""
+
+
+class Lockstep:
+    """A QEMU device region and a tpmdev device driven in lockstep.
+
+    Subclasses add what their interface needs around a write (refuse a
+    command swtpm cannot answer, wait for a command to complete) and after
+    every step (the TIS compares its interrupt line).
+    """
 
     def __init__(
         self,
         qemu: Qemu,
+        q: QemuRegion,
         dev: Any,
-        dev_irq: Callable[[], int],
         *,
         tpm2: bool,
         asynchronous: bool = False,
         wait: Callable[[], None] | None = None,
     ) -> None:
         self.qemu = qemu
-        self.q = QemuTis(qemu)
+        self.q = q
         self.dev = dev
-        self._dev_irq = dev_irq
         self._dev_wait = wait
         self.tpm2 = tpm2
         self.asynchronous = asynchronous
@@ -108,10 +123,15 @@ class Pair:
         recent = "\n  ".join(list(self.history)[:-1])
         raise AssertionError(f"step {self.step} {text}\n  after:\n  {recent}")
 
-    def _check_irq(self, what: str) -> None:
-        q, t = self.qemu.irq, self._dev_irq()
-        if q != t:
-            self._fail(f"{what}: IRQ line qemu {q} tpmdev {t}")
+    def _check_step(self, what: str) -> None:
+        """Compared after every step besides the values (TIS: the IRQ line)."""
+
+    def _before_write(self, offset: int, value: int, size: int) -> object:
+        """Called before a write reaches either device; the result goes to :meth:`_after_write`."""
+        return None
+
+    def _after_write(self, token: object) -> None:
+        """Called after a write reached both devices."""
 
     # -- operations -----------------------------------------------------
     def read(self, offset: int, size: int = 4, *, mask: int = -1) -> int:
@@ -125,7 +145,7 @@ class Pair:
             self._fail(f"{what}: qemu 0x{q:0{2 * size}x} tpmdev raised {exc!r}")
         if (q ^ t) & mask:
             self._fail(f"{what}: qemu 0x{q:0{2 * size}x} tpmdev 0x{t:0{2 * size}x}")
-        self._check_irq(what)
+        self._check_step(what)
         return q
 
     def readb(self, offset: int, *, mask: int = -1) -> int:
@@ -137,21 +157,21 @@ class Pair:
     def readl(self, offset: int) -> int:
         return self.read(offset, 4)
 
+    def readq(self, offset: int) -> int:
+        return self.read(offset, 8)
+
     def write(self, offset: int, value: int, size: int = 4) -> None:
         value &= (1 << 8 * size) - 1  # what qtest keeps; tpmdev refuses wider values
         what = f"write{_SIZE_NAMES[size]} 0x{offset:x} 0x{value:x}"
-        go_loc = self._tpm_go_locality(offset, value, size)
-        if go_loc is not None:
-            self._check_go(go_loc)
+        token = self._before_write(offset, value, size)
         self._note(what)
         self.q.write(offset, value, size)
         try:
             self.dev.write(offset, value, size)
         except Exception as exc:
             self._fail(f"{what}: tpmdev raised {exc!r}")
-        if go_loc is not None:
-            self.settle(go_loc)
-        self._check_irq(what)
+        self._after_write(token)
+        self._check_step(what)
 
     def writeb(self, offset: int, value: int) -> None:
         self.write(offset, value, 1)
@@ -162,12 +182,50 @@ class Pair:
     def writel(self, offset: int, value: int) -> None:
         self.write(offset, value, 4)
 
+    def writeq(self, offset: int, value: int) -> None:
+        self.write(offset, value, 8)
+
     def reset(self) -> None:
         """Machine reset on both (QMP system_reset; ``dev.reset()``)."""
         self._note("reset")
         self.qemu.system_reset()
         self.dev.reset()
-        self._check_irq("reset")
+        self._check_step("reset")
+
+
+class Pair(Lockstep):
+    """QEMU's TIS and a tpmdev TIS driven in lockstep."""
+
+    def __init__(
+        self,
+        qemu: Qemu,
+        dev: Any,
+        dev_irq: Callable[[], int],
+        *,
+        tpm2: bool,
+        asynchronous: bool = False,
+        wait: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(qemu, QemuTis(qemu), dev, tpm2=tpm2, asynchronous=asynchronous, wait=wait)
+        self._dev_irq = dev_irq
+
+    def _check_irq(self, what: str) -> None:
+        q, t = self.qemu.irq, self._dev_irq()
+        if q != t:
+            self._fail(f"{what}: IRQ line qemu {q} tpmdev {t}")
+
+    def _check_step(self, what: str) -> None:
+        self._check_irq(what)
+
+    def _before_write(self, offset: int, value: int, size: int) -> object:
+        go_loc = self._tpm_go_locality(offset, value, size)
+        if go_loc is not None:
+            self._check_go(go_loc)
+        return go_loc
+
+    def _after_write(self, token: object) -> None:
+        if token is not None:
+            self.settle(token)  # type: ignore[arg-type]
 
     # -- commands in flight ---------------------------------------------
     @staticmethod
@@ -251,6 +309,86 @@ class Pair:
         self.readb(loc << 12)
 
 
+CRB_LOC_STS = 0x0C
+CRB_START = 0x4C
+CRB_BUFFER = 0x80
+CRB_BUFSIZE = 0xF80  # min(swtpm's 4096, the CRB's 3968)
+
+
+class CrbPair(Lockstep):
+    """QEMU's CRB and a tpmdev CRB driven in lockstep.
+
+    A write that STARTs a command waits until both sides completed it (QEMU:
+    CTRL_START polled to zero within a time limit). A START that would send
+    swtpm a command it cannot answer, or not reproducibly, is refused with
+    :class:`UnsafeStart` before it reaches either device.
+    """
+
+    def __init__(
+        self,
+        qemu: Qemu,
+        dev: Any,
+        *,
+        tpm2: bool,
+        asynchronous: bool = False,
+        wait: Callable[[], None] | None = None,
+    ) -> None:
+        self.qcrb = QemuCrb(qemu)
+        super().__init__(qemu, self.qcrb, dev, tpm2=tpm2, asynchronous=asynchronous, wait=wait)
+
+    @staticmethod
+    def _starts(offset: int, value: int, size: int) -> bool:
+        """Whether a piece of this write is CTRL_START = 1 (what QEMU acts on)."""
+        for addr, piece in split_access(offset, size):
+            if addr == CRB_START and (value >> 8 * (addr - offset)) & ((1 << 8 * piece) - 1) == 1:
+                return True
+        return False
+
+    def _before_write(self, offset: int, value: int, size: int) -> object:
+        if not self._starts(offset, value, size):
+            return False
+        # QEMU acts only with the locality assigned and START clear; the
+        # state is read from QEMU without comparing (the step compares).
+        if self.q.read(CRB_LOC_STS, 4) & 1 and not self.q.read(CRB_START, 4) & 1:
+            head = self.q.read_bytes(CRB_BUFFER, 10)
+            length = min(header_size(head), CRB_BUFSIZE)
+            if not safe_to_send(head, length, self.allowed):
+                raise UnsafeStart(f"START would send {length} bytes: {head.hex()}...")
+        return True
+
+    def _after_write(self, token: object) -> None:
+        if token:
+            self.settle()
+
+    def settle(self) -> None:
+        """Wait until the command in flight (if any) completed on both sides."""
+        try:
+            self.qcrb.wait_idle_backend(self.qemu.timeout)
+        except QtestError as exc:
+            self._fail(f"QEMU: {exc}")
+        if self._dev_wait is not None:
+            self._dev_wait()
+
+    # -- conveniences ---------------------------------------------------
+    def registers(self) -> None:
+        """Compare every register slot."""
+        for slot in range(0, CRB_BUFFER, 4):
+            self.readl(slot)
+
+    def put(self, data: bytes, size: int = 1, offset: int = CRB_BUFFER) -> None:
+        """Write *data* into the buffer in *size*-byte stores (the last one padded with 0xEE)."""
+        for i in range(0, len(data), size):
+            chunk = data[i : i + size]
+            self.write(offset + i, int.from_bytes(chunk + b"\xee" * (size - len(chunk)), "little"), size)
+
+    def get(self, length: int, size: int = 4, offset: int = CRB_BUFFER) -> bytes:
+        """Read *length* buffer bytes in *size*-byte loads, every load compared."""
+        out = bytearray()
+        for i in range(0, length, size):
+            out += self.read(offset + i, size).to_bytes(size, "little")
+        return bytes(out[:length])
+
+
 # -- fixtures -----------------------------------------------------------
 
 
@@ -264,13 +402,15 @@ def tpm2(request: pytest.FixtureRequest) -> bool:
 def qemu_factory(tmp_path: Path) -> Iterator[Callable[..., Qemu]]:
     started: list[Any] = []
 
-    def make(tpm2: bool, name: str = "qemu", irq: int = 5) -> Qemu:
+    def make(tpm2: bool, name: str = "qemu", irq: int = 5, device: str = "tpm-tis") -> Qemu:
         workdir = tmp_path / name
+        if workdir.exists():  # several QEMUs in one test
+            workdir = tmp_path / f"{name}-{len(started)}"
         workdir.mkdir()
         sw = Swtpm(workdir, tpm2=tpm2)
         started.append(sw)
         sw.start()
-        qemu = Qemu(workdir, sw, irq=irq)
+        qemu = Qemu(workdir, sw, irq=irq, device=device)
         started.append(qemu)
         return qemu.start()
 
@@ -284,6 +424,11 @@ class _SelfCheckDevice(QemuTis):
         pass
 
 
+class _SelfCheckCrb(QemuCrb):
+    def close(self) -> None:
+        pass
+
+
 SELF_CHECK = os.environ.get("TPMDEV_ORACLE_SELF_CHECK", "") not in ("", "0")
 
 if SELF_CHECK:
@@ -293,6 +438,14 @@ if SELF_CHECK:
         """No tpmdev in a self check: a second QEMU stands in."""
         return None
 
+    @pytest.fixture
+    def tpmdev_crb() -> Any:
+        return None
+
+    @pytest.fixture
+    def tpmdev_tis_sysbus() -> Any:
+        return None
+
 else:
 
     @pytest.fixture
@@ -300,18 +453,33 @@ else:
         """The tpmdev ``TIS`` class under test (compiled or pure)."""
         return tis_class
 
+    @pytest.fixture
+    def tpmdev_tis_sysbus(tis_sysbus_class: Any) -> Any:
+        """The tpmdev ``TISSysbus`` class under test (compiled or pure)."""
+        return tis_sysbus_class
+
+    @pytest.fixture
+    def tpmdev_crb(crb_class: Any) -> Any:
+        """The tpmdev ``CRB`` class under test (compiled or pure)."""
+        return crb_class
+
+
+#: TIS platform -> (QEMU device, tpmdev fixture giving the class)
+TIS_PLATFORMS = {"isa": "tpm-tis", "sysbus": "tpm-tis-device"}
+
 
 @pytest.fixture
 def make_pair(
-    tpmdev_tis: Any, tmp_path: Path, qemu_factory: Callable[..., Qemu]
+    tpmdev_tis: Any, tpmdev_tis_sysbus: Any, tmp_path: Path, qemu_factory: Callable[..., Qemu]
 ) -> Iterator[Callable[..., Pair]]:
-    """``make_pair(tpm2, asynchronous=False, irq_num=5)`` -> a fresh :class:`Pair`."""
+    """``make_pair(tpm2, asynchronous=False, irq_num=5, platform="isa")`` -> a fresh :class:`Pair`."""
     closers: list[Callable[[], None]] = []
 
-    def make(tpm2: bool, *, asynchronous: bool = False, irq_num: int = 5) -> Pair:
-        qemu = qemu_factory(tpm2, irq=irq_num)
+    def make(tpm2: bool, *, asynchronous: bool = False, irq_num: int = 5, platform: str = "isa") -> Pair:
+        device = TIS_PLATFORMS[platform]
+        qemu = qemu_factory(tpm2, irq=irq_num, device=device)
         if SELF_CHECK:
-            other = qemu_factory(tpm2, "reference", irq=irq_num)
+            other = qemu_factory(tpm2, "reference", irq=irq_num, device=device)
             dev = _SelfCheckDevice(other)
             return Pair(qemu, dev, lambda: other.irq, tpm2=tpm2, wait=other.wait_idle_backend)
         import tpmdev.backends
@@ -325,7 +493,8 @@ def make_pair(
         state.mkdir()
         backend = tpmdev.backends.Emulator.spawn(str(state), tpm_version=2 if tpm2 else 1)
         closers.append(backend.close)
-        dev = tpmdev_tis(backend, irq=irq, asynchronous=asynchronous, irq_num=irq_num)
+        cls = tpmdev_tis if platform == "isa" else tpmdev_tis_sysbus
+        dev = cls(backend, irq=irq, asynchronous=asynchronous, irq_num=irq_num)
         closers.append(dev.close)
         return Pair(
             qemu,
@@ -351,3 +520,56 @@ def pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
 def async_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
     """A fresh pair whose tpmdev device completes commands on a worker thread."""
     return make_pair(tpm2, asynchronous=True)
+
+
+@pytest.fixture
+def sysbus_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
+    """A fresh synchronous pair of sysbus TIS devices (QEMU's on Arm virt)."""
+    return make_pair(tpm2, platform="sysbus")
+
+
+@pytest.fixture
+def async_sysbus_pair(make_pair: Callable[..., Pair], tpm2: bool) -> Pair:
+    """A fresh sysbus pair whose tpmdev device completes commands on a worker thread."""
+    return make_pair(tpm2, asynchronous=True, platform="sysbus")
+
+
+@pytest.fixture
+def make_crb_pair(
+    tpmdev_crb: Any, tmp_path: Path, qemu_factory: Callable[..., Qemu]
+) -> Iterator[Callable[..., CrbPair]]:
+    """``make_crb_pair(tpm2, asynchronous=False)`` -> a fresh :class:`CrbPair`."""
+    closers: list[Callable[[], None]] = []
+
+    def make(tpm2: bool, *, asynchronous: bool = False) -> CrbPair:
+        qemu = qemu_factory(tpm2, device="tpm-crb")
+        if SELF_CHECK:
+            other = _SelfCheckCrb(qemu_factory(tpm2, "reference", device="tpm-crb"))
+            return CrbPair(qemu, other, tpm2=tpm2, wait=other.wait_idle_backend)
+        import tpmdev.backends
+
+        state = tmp_path / f"tpmdev-crb-state-{len(closers)}"
+        state.mkdir()
+        backend = tpmdev.backends.Emulator.spawn(str(state), tpm_version=2 if tpm2 else 1)
+        closers.append(backend.close)
+        dev = tpmdev_crb(backend, asynchronous=asynchronous)
+        closers.append(dev.close)
+        return CrbPair(
+            qemu, dev, tpm2=tpm2, asynchronous=asynchronous, wait=dev.wait if asynchronous else None
+        )
+
+    yield make
+    for close in reversed(closers):
+        close()
+
+
+@pytest.fixture
+def crb_pair(make_crb_pair: Callable[..., CrbPair], tpm2: bool) -> CrbPair:
+    """A fresh synchronous CRB pair of the family chosen by ``tpm2``."""
+    return make_crb_pair(tpm2)
+
+
+@pytest.fixture
+def async_crb_pair(make_crb_pair: Callable[..., CrbPair], tpm2: bool) -> CrbPair:
+    """A fresh CRB pair whose tpmdev device completes commands on a worker thread."""
+    return make_crb_pair(tpm2, asynchronous=True)

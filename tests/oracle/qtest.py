@@ -1,4 +1,4 @@
-"""A small qtest client that runs QEMU's TIS as the conformance oracle.
+"""A small qtest client that runs QEMU's TIS (ISA and sysbus) and CRB as the conformance oracle.
 
 Theory of operation
 -------------------
@@ -7,13 +7,18 @@ Theory of operation
 ``--server``): QEMU hands the data channel over itself with SET_DATAFD, as a
 real ``-tpmdev emulator`` does. :class:`Qemu` listens on a unix socket,
 starts ``qemu-system-x86_64 -machine q35 -accel tcg -S`` with a ``tpm-tis``
-device on that swtpm and accepts QEMU's qtest connection (QEMU is the
-client). Every socket read has a timeout; :meth:`Qemu.close` kills what was
-started.
+(or, with ``device="tpm-crb"``, a ``tpm-crb``) device on that swtpm and
+accepts QEMU's qtest connection (QEMU is the client). With
+``device="tpm-tis-device"`` it starts ``qemu-system-aarch64 -machine virt``
+instead, where the sysbus TIS is the platform bus's first dynamic device
+(:data:`VIRT`: base 0x0C000000). Every socket read
+has a timeout; :meth:`Qemu.close` kills what was started.
 
 qtest is a line protocol: one request line, one answer line (``OK ...`` or
 ``FAIL ...``). After ``irq_intercept_in ioapic`` QEMU also writes
-``IRQ raise N`` / ``IRQ lower N`` lines whenever an I/O APIC input changes;
+``IRQ raise N`` / ``IRQ lower N`` lines whenever an I/O APIC input changes
+(on ``virt``: ``irq_intercept_in`` on the GIC, whose input 112 is the
+platform bus's first interrupt, where ``virt`` wires the sysbus TIS's IRQ 0);
 they arrive in order on the same socket, before the answer of the request
 that caused them, or before the next answer when the change came from the
 main loop (a backend completion). :meth:`Qemu.command` files them into
@@ -43,21 +48,31 @@ from typing import IO
 
 __all__ = [
     "TIS_BASE",
+    "CRB_BASE",
     "TIS_IRQ",
+    "Platform",
+    "Q35",
+    "VIRT",
+    "PLATFORMS",
     "QtestError",
     "Swtpm",
     "Qemu",
+    "QemuRegion",
     "QemuTis",
+    "QemuCrb",
     "TisDump",
     "split_access",
 ]
 
 #: Where the ISA TIS sits on q35.
 TIS_BASE = 0xFED40000
+#: Where the CRB sits on q35 (the same window).
+CRB_BASE = 0xFED40000
 #: I/O APIC input of the TIS interrupt (ISA IRQ 5).
 TIS_IRQ = 5
 
 QEMU_BINARY = os.environ.get("TPMDEV_QEMU", "qemu-system-x86_64")
+QEMU_AARCH64_BINARY = os.environ.get("TPMDEV_QEMU_AARCH64", "qemu-system-aarch64")
 SWTPM_BINARY = os.environ.get("TPMDEV_SWTPM", "swtpm")
 
 #: TIS state machine numbers as QEMU prints them.
@@ -66,6 +81,31 @@ STATE_IDLE, STATE_READY, STATE_COMPLETION, STATE_EXECUTION, STATE_RECEPTION = ra
 
 class QtestError(Exception):
     """QEMU or swtpm misbehaved (refused a request, timed out, died)."""
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A QEMU machine that carries a TPM: where the device sits and how its IRQ is seen."""
+
+    binary: str
+    machine: str
+    #: base of the TPM region (TIS or CRB)
+    base: int
+    #: qtest ``irq_intercept_in`` target: the interrupt controller the TPM's line reaches
+    irq_controller: str
+    #: the controller input of the TPM's line; None: the ISA IRQ number (``irq`` property)
+    irq_input: int | None
+
+
+#: PC (q35): ISA TIS or CRB at 0xFED40000, the TIS's ISA IRQ at the I/O APIC input of that number.
+Q35 = Platform(QEMU_BINARY, "q35", TIS_BASE, "ioapic", None)
+#: Arm virt: the sysbus TIS is the first platform-bus device (0x0C000000); virt wires the platform
+#: bus's interrupts to GIC SPIs 112..175 (GIC inputs 112..), the TIS's IRQ 0 to the first. The GIC
+#: is the second object QEMU's virt creates without a parent (after the CPU).
+VIRT = Platform(QEMU_AARCH64_BINARY, "virt", 0x0C000000, "/machine/unattached/device[1]", 112)
+
+#: the platform of each QEMU TPM device the harness drives
+PLATFORMS = {"tpm-tis": Q35, "tpm-crb": Q35, "tpm-tis-device": VIRT}
 
 
 def split_access(addr: int, size: int) -> list[tuple[int, int]]:
@@ -177,13 +217,20 @@ _DUMP_MORE = re.compile(r"^[\s0-9a-f>]+$")
 
 
 class Qemu:
-    """One QEMU with a ``tpm-tis`` on a :class:`Swtpm`, driven over qtest."""
+    """One QEMU with a ``tpm-tis`` (or *device*) on a :class:`Swtpm`, driven over qtest."""
 
-    def __init__(self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5) -> None:
+    def __init__(
+        self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5, device: str = "tpm-tis"
+    ) -> None:
+        if device not in PLATFORMS:
+            raise ValueError(f"unsupported TPM device {device!r}")
+        self.platform = PLATFORMS[device]
+        self.base = self.platform.base
         self.workdir = workdir
         self.swtpm = swtpm
         self.timeout = timeout
         self.irq_num = irq
+        self.device = device
         self.irq_levels: dict[int, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._listener: socket.socket | None = None
@@ -212,8 +259,8 @@ class Qemu:
         self._listener.listen(1)
         self._listener.settimeout(self.timeout)
         args = [
-            QEMU_BINARY,
-            "-machine", "q35",
+            self.platform.binary,
+            "-machine", self.platform.machine,
             "-accel", "tcg",
             "-S",
             "-qtest", f"unix:{self._qtest_path}",
@@ -223,7 +270,7 @@ class Qemu:
             "-qmp", f"unix:{self._qmp_path},server=on,wait=off",
             "-chardev", f"socket,id=chrtpm,path={self.swtpm.ctrl_path}",
             "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
-            "-device", f"tpm-tis,tpmdev=tpm0,irq={self.irq_num}",
+            "-device", self._device_arg(),
         ]  # fmt: skip
         self._out = open(self._out_path, "wb")
         self._out_reader = open(self._out_path, "rb")
@@ -236,12 +283,17 @@ class Qemu:
         except socket.timeout:
             raise QtestError(f"QEMU did not connect to qtest: {self.output()[-2000:]}") from None
         self._sock.settimeout(self.timeout)
-        self.command("irq_intercept_in ioapic")
+        self.command(f"irq_intercept_in {self.platform.irq_controller}")
         self._qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._qmp.settimeout(self.timeout)
         self._qmp.connect(str(self._qmp_path))
         self._qmp_message()  # greeting
         self.qmp("qmp_capabilities")
+
+    def _device_arg(self) -> str:
+        if self.device in ("tpm-tis", "tpm-tis-device"):
+            return f"{self.device},tpmdev=tpm0,irq={self.irq_num}"
+        return f"{self.device},tpmdev=tpm0"  # tpm-crb has no interrupt
 
     def close(self) -> None:
         for sock in (self._sock, self._qmp, self._listener):
@@ -313,8 +365,9 @@ class Qemu:
 
     @property
     def irq(self) -> int:
-        """Level of the TIS interrupt line at the I/O APIC."""
-        return self.irq_levels.get(self.irq_num, 0)
+        """Level of the TIS interrupt line at the interrupt controller."""
+        line = self.platform.irq_input
+        return self.irq_levels.get(self.irq_num if line is None else line, 0)
 
     _READ = {1: "readb", 2: "readw", 4: "readl", 8: "readq"}
     _WRITE = {1: "writeb", 2: "writew", 4: "writel", 8: "writeq"}
@@ -324,6 +377,10 @@ class Qemu:
 
     def writemem(self, addr: int, value: int, size: int) -> None:
         self.command(f"{self._WRITE[size]} 0x{addr:x} 0x{value:x}")
+
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        answer = self.command(f"read 0x{addr:x} 0x{length:x}")
+        return bytes.fromhex(answer.split()[1][2:])
 
     # -- QMP ------------------------------------------------------------
     def _qmp_message(self) -> dict[str, object]:
@@ -352,14 +409,14 @@ class Qemu:
     def system_reset(self) -> None:
         """Machine reset; returns once the reset ran (the RESET event)."""
         self.qmp("system_reset", wait_event="RESET")
-        self.readmem(TIS_BASE + 0xF00, 4)  # a round trip after the reset
+        self.readmem(self.base + 0xF00, 4)  # a round trip after the reset (TIS DID_VID, CRB buffer)
 
     # -- the TIS debug print --------------------------------------------
     def tis_dump(self, locality: int) -> TisDump:
         """Read DEBUG of *locality* and parse what QEMU printed."""
         assert self._out_reader is not None
         self._out_reader.seek(0, os.SEEK_END)
-        self.readmem(TIS_BASE + (locality << 12) + 0xF90, 4)
+        self.readmem(self.base + (locality << 12) + 0xF90, 4)
         deadline = time.monotonic() + self.timeout
         text = b""
         while b"result buffer" not in text or not text.endswith(b"\n"):
@@ -405,12 +462,12 @@ class Qemu:
                 time.sleep(0.001)
 
 
-class QemuTis:
-    """QEMU's TIS seen like a tpmdev device: offsets relative to the base."""
+class QemuRegion:
+    """A device region of QEMU seen like a tpmdev device: offsets relative to the base."""
 
-    def __init__(self, qemu: Qemu, base: int = TIS_BASE) -> None:
+    def __init__(self, qemu: Qemu, base: int | None = None) -> None:
         self.qemu = qemu
-        self.base = base
+        self.base = qemu.base if base is None else base
 
     def read(self, offset: int, size: int = 4) -> int:
         return self.qemu.readmem(self.base + offset, size)
@@ -419,12 +476,33 @@ class QemuTis:
         self.qemu.writemem(self.base + offset, value, size)
 
     def read_bytes(self, offset: int, length: int) -> bytes:
-        answer = self.qemu.command(f"read 0x{self.base + offset:x} 0x{length:x}")
-        return bytes.fromhex(answer.split()[1][2:])
+        return self.qemu.read_bytes(self.base + offset, length)
+
+    def reset(self) -> None:
+        self.qemu.system_reset()
+
+
+class QemuTis(QemuRegion):
+    """QEMU's TIS seen like a tpmdev device: offsets relative to the base."""
 
     @property
     def irq(self) -> int:
         return self.qemu.irq
 
-    def reset(self) -> None:
-        self.qemu.system_reset()
+
+class QemuCrb(QemuRegion):
+    """QEMU's CRB seen like a tpmdev device: offsets relative to the base."""
+
+    #: CTRL_START, and its bit 0 (command in progress)
+    CTRL_START = 0x4C
+
+    def __init__(self, qemu: Qemu, base: int = CRB_BASE) -> None:
+        super().__init__(qemu, base)
+
+    def wait_idle_backend(self, timeout: float = 10.0) -> None:
+        """Poll CTRL_START until bit 0 is clear (the backend answered)."""
+        deadline = time.monotonic() + timeout
+        while self.read(self.CTRL_START) & 1:
+            if time.monotonic() > deadline:
+                raise QtestError(f"CTRL_START still set after {timeout} s")
+            time.sleep(0.0005)

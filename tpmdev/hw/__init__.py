@@ -36,8 +36,9 @@ from tpmdev.errors import ConfigurationError
 
 __all__ = ["HOT_MODULES", "USE_EXTENSIONS", "pure", "is_compiled"]
 
-#: Modules of this package that are compiled, each after the hot modules it imports.
-HOT_MODULES = ("tis",)
+#: Modules of this package that are compiled, each after the hot modules it imports
+#: (``crb`` and ``tis`` derive from ``core``'s base class).
+HOT_MODULES = ("core", "tis", "crb")
 
 _log = logging.getLogger(__name__)
 
@@ -54,16 +55,35 @@ def is_compiled(module: ModuleType) -> bool:
 
 
 def _exec_source(modname: str, name: str) -> ModuleType:
-    """Execute the source of hot module *name* as module *modname* (registered in ``sys.modules``)."""
+    """Execute the source of hot module *name* as module *modname* (registered in ``sys.modules``).
+
+    A hot module imports the hot modules listed before it in
+    :data:`HOT_MODULES` (a core derives from ``core``'s base class). When the
+    source runs under a private name beside the compiled variant, those
+    imports resolve to the pure variants while it runs: a pure core on a
+    compiled base would not work (compiled methods cannot be overridden from
+    Python), so the two never mix.
+    """
     spec = importlib.util.spec_from_file_location(modname, os.path.join(_HERE, f"{name}.py"))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
+    private = modname != f"{__name__}.{name}"
+    deps = HOT_MODULES[: HOT_MODULES.index(name)] if private else ()
+    saved = {dep: sys.modules.get(f"{__name__}.{dep}") for dep in deps}
     try:
+        for dep in deps:
+            sys.modules[f"{__name__}.{dep}"] = pure(dep)
+        sys.modules[modname] = module
         spec.loader.exec_module(module)
     except BaseException:
-        del sys.modules[modname]
+        sys.modules.pop(modname, None)
         raise
+    finally:
+        for dep, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(f"{__name__}.{dep}", None)
+            else:
+                sys.modules[f"{__name__}.{dep}"] = previous
     return module
 
 

@@ -41,24 +41,42 @@ needs through one callable, ``request(kind)``, with ``kind`` one of the
 ``REQUEST_*`` numbers: a command is ready (read it with
 :attr:`TisCore.pending_command`), a cancel is wanted, the established flag
 should be reset, or the established flag is needed (answer with
-:meth:`TisCore.set_established`). The owner answers by calling
-:meth:`TisCore.complete`, synchronously inside the request or later. A
-completion produced on another thread is handed over with
-:meth:`TisCore.post` and applied on the owner's thread at the next access (or
-:meth:`TisCore.poll`), the way QEMU delivers it on its main loop.
+:meth:`TisCore.set_established` inside the call). The owner answers a command
+by calling :meth:`TisCore.complete`, synchronously inside the request or
+later; a completion with no command in EXECUTION is ignored. A completion
+produced on another thread is handed over with :meth:`TisCore.post` and
+applied on the owner's thread at the next access (or :meth:`TisCore.poll`),
+the way QEMU delivers it on its main loop.
+
+*Established flag.* Not cached here: every ACCESS read asks the owner, as
+QEMU's TIS asks its backend (which keeps the one cache). No answer (no owner,
+or the owner could not tell) reads as "not established", as QEMU shows a
+failed query.
+
+*QEMU versions.* ``int_any_locality=True`` takes INT_ENABLE and INT_STATUS
+writes from any locality 0..3 (QEMU 8.0 and later, and the I2C frontend);
+the default drops them unless the locality is active (QEMU 7.2).
 
 *Interrupts.* One level-triggered line shared by all localities. ``irq`` is
 called with the new level only when it changes. As in QEMU, the line is raised
 by any enabled event and lowered only by INT_STATUS writes.
 
-Invariants: ``0 <= _rw_offset <= _bufsize <= TIS_BUFFER_MAX``; at most one
-locality is in EXECUTION as far as the backend is concerned (``_cmd_locty``);
-values are kept within 32 bits explicitly so that C and Python arithmetic
-agree.
+*Host input.* The entry points take offsets, sizes, values and counts as
+ints or any integer type with ``__index__`` (numpy's included), never bool,
+and refuse anything outside the region with :class:`~tpmdev.errors.AccessError`
+before any arithmetic, so no size can make a check overflow.
+
+Invariants: ``0 <= _bufsize <= TIS_BUFFER_MAX``; ``0 <= _rw_offset <=
+_bufsize``, except that reads can take it at most three past
+``TIS_BUFFER_MAX`` (see :meth:`TisCore._past_buffer`); the buffer itself is
+never indexed past its end. At most one locality is in EXECUTION as far as
+the backend is concerned (``_cmd_locty``, cleared by the completion); values
+are kept within 32 bits explicitly so that C and Python arithmetic agree.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 from typing import Callable, Optional
 
@@ -161,6 +179,12 @@ class TisCore:
 
     ``read``/``write`` are the entry points a guest (or simulator) calls;
     they validate their arguments and never raise for any in-range access.
+
+    *tpm_version* and *bufsize* are as for :meth:`reset`; *irq_num* is the
+    value of INT_VECTOR; *irq* is called with the new line level on every
+    change; *request* is the owner's callable (see the module doc);
+    *int_any_locality* takes INT_ENABLE and INT_STATUS writes from inactive
+    localities too (QEMU 8.0 and later; False is QEMU 7.2).
     """
 
     def __init__(
@@ -170,6 +194,7 @@ class TisCore:
         irq_num: int = 5,
         irq: Optional[Callable[[int], object]] = None,
         request: Optional[Callable[[int], object]] = None,
+        int_any_locality: bool = False,
     ) -> None:
         self.mmio = np.full(TIS_REGION_SIZE, 0xFF, dtype=np.uint8)
         self._m8 = self.mmio.data
@@ -180,7 +205,8 @@ class TisCore:
         self._irq = irq
         self._request = request
         self._irq_level = 0
-        self._established = -1
+        self._int_any_locality = bool(int_any_locality)
+        self._established = 0
         self._posted = None
         self._version = 0
         self._bufsize = 0
@@ -208,8 +234,8 @@ class TisCore:
     # ------------------------------------------------------------------
     def read(self, offset: object, size: object = 4) -> int:
         """Read *size* (1, 2 or 4) bytes at *offset* (0 .. 0x4FFF)."""
-        off: cython.Py_ssize_t = _check_access("read", offset, size)
-        sz: cython.int = size
+        sz: cython.int = _check_size("read", offset, size)
+        off: cython.Py_ssize_t = _check_offset("read", offset, sz)
         if self._posted is not None:
             self.poll()
         if off & (sz - 1):
@@ -218,17 +244,9 @@ class TisCore:
 
     def write(self, offset: object, value: object, size: object = 4) -> None:
         """Write the low *size* (1, 2 or 4) bytes of *value* at *offset*."""
-        off: cython.Py_ssize_t = _check_access("write", offset, size)
-        sz: cython.int = size
-        val: cython.longlong
-        if not isinstance(value, int):
-            raise AccessError(_bad_type("write", offset, size, value))
-        try:
-            val = value
-        except OverflowError:
-            raise AccessError(_bad_value(size, value)) from None
-        if val < 0 or (val >> (8 * sz)) != 0:
-            raise AccessError(_bad_value(size, value))
+        sz: cython.int = _check_size("write", offset, size)
+        off: cython.Py_ssize_t = _check_offset("write", offset, sz)
+        val: cython.uint = _check_value(value, sz)
         if self._posted is not None:
             self.poll()
         if off & (sz - 1):
@@ -243,8 +261,8 @@ class TisCore:
         many :meth:`write` calls would, in one call. For bursts into the
         FIFO: ``write_many(0x24, command)`` is a driver's byte loop.
         """
-        off: cython.Py_ssize_t = _check_access("write", offset, size)
-        sz: cython.int = size
+        sz: cython.int = _check_size("write", offset, size)
+        off: cython.Py_ssize_t = _check_offset("write", offset, sz)
         i: cython.Py_ssize_t
         k: cython.Py_ssize_t
         n: cython.Py_ssize_t
@@ -274,15 +292,12 @@ class TisCore:
         exactly as that many :meth:`read` calls would, returned as bytes
         (each value little-endian). ``read_many(0x24, n)`` drains a response.
         """
-        off: cython.Py_ssize_t = _check_access("read", offset, size)
-        sz: cython.int = size
-        cnt: cython.Py_ssize_t
+        sz: cython.int = _check_size("read", offset, size)
+        off: cython.Py_ssize_t = _check_offset("read", offset, sz)
+        cnt: cython.Py_ssize_t = _check_count(count)
         i: cython.Py_ssize_t
         j: cython.Py_ssize_t
         value: cython.uint
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 0x1000000:
-            raise AccessError(f"TIS read_many: count {count!r} must be an int 0 .. 0x1000000")
-        cnt = count
         out = bytearray(cnt * sz)
         for i in range(cnt):
             if self._posted is not None:
@@ -359,15 +374,16 @@ class TisCore:
         elif reg == TPM_ACCESS:
             self._access_write(locty, val)
         elif reg == TPM_INT_ENABLE:
-            # QEMU 7.2: only the active locality's write takes effect. The
-            # bytes the access covers are replaced, the others kept.
-            if locty == self._active:
+            # QEMU 7.2: only the active locality's write takes effect (8.0
+            # and later: any locality's). The bytes the access covers are
+            # replaced, the others kept.
+            if locty == self._active or self._int_any_locality:
                 self._set32(
                     base + TPM_INT_ENABLE,
                     (self._get32(base + TPM_INT_ENABLE) & ~mask & _U32) | (val & TPM_INT_ENABLE_WRITABLE),
                 )
         elif reg == TPM_INT_STATUS:
-            if locty == self._active:
+            if locty == self._active or self._int_any_locality:
                 self._int_status_write(locty, val)
         elif reg == TPM_INTERFACE_ID:
             if val & TPM_INTERFACE_ID_INT_SEL_LOCK:
@@ -419,7 +435,9 @@ class TisCore:
                 length = self._bufsize
             avail = (length - self._rw_offset) & _U32
         else:
-            avail = self._bufsize - self._rw_offset
+            # (unsigned, as QEMU's: reads past the buffer, see _past_buffer,
+            # leave rw_offset above bufsize and the count wraps)
+            avail = (self._bufsize - self._rw_offset) & _U32
             # QUIRK: a lone byte read of the burst count never shows 0x00
             # for 0x100 or more free bytes; it is clamped, in every lane.
             if size == 1 and avail > 0xFF:
@@ -480,8 +498,11 @@ class TisCore:
         length = self._cmd_size()
         if length > self._bufsize:
             length = self._bufsize  # a response longer than the buffer is cut
-        ret = self._buf[self._rw_offset]
         self._rw_offset += 1
+        if self._rw_offset <= TIS_BUFFER_MAX:
+            ret = self._buf[self._rw_offset - 1]
+        else:
+            ret = self._past_buffer(self._rw_offset - 1)
         if self._rw_offset >= (length & 0xFFFF):
             self._sts_set(locty, TPM_STS_VALID)  # last byte: dataAvail drops
             self._raise_irq(locty, TPM_INT_STS_VALID)
@@ -523,9 +544,11 @@ class TisCore:
             if loc != locty and (self._access(loc) & TPM_ACCESS_REQUEST_USE):
                 val |= TPM_ACCESS_PENDING_REQUEST
                 break
-        if self._established < 0:
-            self._ask(REQUEST_ESTABLISHED)
-        if self._established <= 0:
+        # Asked at every read, as QEMU asks its backend (which caches it);
+        # no answer reads as "not established".
+        self._established = 0
+        self._ask(REQUEST_ESTABLISHED)
+        if not self._established:
             val |= TPM_ACCESS_TPM_ESTABLISHMENT
         return val
 
@@ -666,18 +689,25 @@ class TisCore:
         self._cmd_locty = locty
         self._ask(REQUEST_COMMAND)
 
-    def complete(self, response: bytes, selftest_done: bool = False) -> None:
+    def complete(self, response: bytes, selftest_done: bool = False, failed: bool = False) -> None:
         """Deliver the response to the command in flight.
 
         *response* is copied into the shared buffer (cut to the buffer size).
-        *selftest_done* reports a successful TPM 1.2 ContinueSelfTest. Does
-        nothing if no command was sent since the last completion.
+        *selftest_done* reports a successful TPM 1.2 ContinueSelfTest.
+        *failed* says the backend failed (*response* is then QEMU's fatal
+        response); the TIS has no register for it and ignores it. Does
+        nothing unless a command is in EXECUTION: a second completion of
+        one command, or one after a reset, changes nothing.
         """
         locty: cython.int = self._cmd_locty
         loc: cython.int
         n: cython.Py_ssize_t
-        if locty == TIS_NO_LOCALITY:
+        if locty == TIS_NO_LOCALITY or self._state[locty] != TIS_STATE_EXECUTION:
             return
+        # QUIRK: when a second tpmGo arrived while this command ran, _send
+        # made the second locality the command's locality: the response
+        # lands there and the first locality stays in EXECUTION (QEMU 7.2).
+        self._cmd_locty = TIS_NO_LOCALITY
         n = len(response)
         if n > self._bufsize:
             n = self._bufsize
@@ -693,9 +723,9 @@ class TisCore:
             self._abort()
         self._raise_irq(locty, TPM_INT_DATA_AVAIL | TPM_INT_STS_VALID)
 
-    def post(self, response: bytes, selftest_done: bool = False) -> None:
+    def post(self, response: bytes, selftest_done: bool = False, failed: bool = False) -> None:
         """Hand over a completion from another thread; applied at the next access."""
-        self._posted = (bytes(response), bool(selftest_done))  # type: ignore[assignment]
+        self._posted = (bytes(response), bool(selftest_done), bool(failed))  # type: ignore[assignment]
 
     def poll(self) -> bool:
         """Apply a posted completion now. Returns True if there was one."""
@@ -703,23 +733,72 @@ class TisCore:
         if posted is None:
             return False
         self._posted = None
-        self.complete(posted[0], posted[1])
+        self.complete(posted[0], posted[1], posted[2])
         return True
 
     def set_established(self, established: bool) -> None:
-        """Cache the backend's established flag (shown in ACCESS bit 0)."""
+        """Answer a ``REQUEST_ESTABLISHED``: the backend's established flag,
+        shown (inverted) in ACCESS bit 0 by the read that asked. Only an
+        answer given inside that request counts; nothing is cached."""
         self._established = 1 if established else 0
 
     def invalidate_established(self) -> None:
-        """Forget the cached established flag; the next ACCESS read asks again."""
-        self._established = -1
+        """Nothing to do: the core keeps no established flag (every ACCESS
+        read asks). Kept for owners written against the caching core."""
 
     @property
     def pending_command(self) -> Optional[tuple[int, bytes]]:
-        """``(locality, command bytes)`` of the command in flight, or None."""
-        if self._cmd_locty == TIS_NO_LOCALITY:
+        """``(locality, command bytes)`` of the command in EXECUTION, or None."""
+        if not self.executing:
             return None
-        return self._cmd_locty, bytes(memoryview(self._buffer)[: self._rw_offset])
+        # QEMU sends rw_offset bytes (past the buffer too, see _past_buffer)
+        return self._cmd_locty, self.transferred
+
+    @property
+    def transferred(self) -> bytes:
+        """Bytes ``[0, rw_offset)`` of the shared buffer, as QEMU reads them:
+        the command written so far, or the response read so far. When reads
+        left rw_offset past the buffer, the last bytes are those QEMU finds
+        after its buffer (see :meth:`_past_buffer`). Read-only; wrapping
+        frontends use it (the I2C data checksum)."""
+        n: cython.Py_ssize_t = self._rw_offset
+        i: cython.Py_ssize_t
+        if n <= TIS_BUFFER_MAX:
+            return bytes(memoryview(self._buffer)[:n])
+        tail = bytearray(n - TIS_BUFFER_MAX)
+        for i in range(TIS_BUFFER_MAX, n):
+            tail[i - TIS_BUFFER_MAX] = self._past_buffer(i)
+        return bytes(self._buffer) + bytes(tail)
+
+    def _past_buffer(self, index: cython.Py_ssize_t) -> cython.uint:
+        """The byte QEMU reads at ``buffer[index]`` for ``index >= 4096``.
+
+        QUIRK: QEMU's 4096-byte buffer is followed in its device state by the
+        16-bit rw_offset (little-endian) and the active, aborting and next
+        locality bytes, and its FIFO read does not check the index. A guest
+        gets there by leaving a locality in COMPLETION with dataAvail set,
+        then filling the buffer from another locality (rw_offset 4096) with
+        a header announcing 4096 bytes: the first locality's next FIFO read
+        is ``buffer[4096]``. The increment is stored before the byte is
+        loaded, so it reads 0x01 (the low byte of 4097), and dataAvail then
+        drops. Each other locality left in COMPLETION can read one byte
+        further (0x10, the high byte of 4098; then the reader's own locality
+        number); with one locality needed to fill the buffer, three readers
+        are the most: ``index`` never passes 4098 (a tpmGo after them sends
+        up to 4099 bytes). Modelled from the state, never from memory.
+        """
+        k: cython.Py_ssize_t = index - TIS_BUFFER_MAX
+        if k == 0:
+            return self._rw_offset & 0xFF
+        if k == 1:
+            return (self._rw_offset >> 8) & 0xFF
+        if k == 2:
+            return self._active & 0xFF
+        if k == 3:
+            return self._aborting & 0xFF
+        if k == 4:
+            return self._next & 0xFF
+        return 0  # padding (unreachable, see above)
 
     @property
     def executing(self) -> bool:
@@ -768,12 +847,33 @@ class TisCore:
         return self._irq_level
 
     @property
+    def rw_offset(self) -> int:
+        """The shared FIFO offset into :attr:`buffer`: command bytes written
+        so far, or response bytes read so far (0 when a response arrives).
+        Read-only; wrapping frontends use it (the I2C data checksum)."""
+        return self._rw_offset
+
+    @property
     def active_locality(self) -> Optional[int]:
         return None if self._active == TIS_NO_LOCALITY else self._active
 
-    def locality_state(self, locality: int) -> int:
-        """The command state (``TIS_STATE_*``) of *locality*."""
-        return int(self._state[locality])
+    def locality_state(self, locality: object) -> int:
+        """The command state (``TIS_STATE_*``) of *locality* (0 .. 4)."""
+        loc: cython.Py_ssize_t = -1
+        n: object = locality if type(locality) is int else _as_index(locality)
+        if n is not None:
+            try:
+                loc = n
+            except OverflowError:
+                pass
+        if loc < 0 or loc >= TIS_NUM_LOCALITIES:
+            raise AccessError(f"TIS locality_state: locality {locality!r} must be an int 0 .. 4 (not bool)")
+        return int(self._state[loc])
+
+    @property
+    def int_any_locality(self) -> bool:
+        """Whether INT_ENABLE / INT_STATUS writes are taken from any locality."""
+        return bool(self._int_any_locality)
 
     @property
     def buffer(self) -> bytearray:
@@ -781,21 +881,86 @@ class TisCore:
         return self._buffer
 
 
-def _check_access(op: str, offset: object, size: object) -> cython.Py_ssize_t:
-    """The entry points' one check: *offset* and *size* are ints, *size* is 1,
-    2 or 4 and the access lies in the region. Returns the offset."""
-    off: cython.Py_ssize_t
-    sz: cython.Py_ssize_t
-    if not isinstance(offset, int) or not isinstance(size, int):
-        raise AccessError(_bad_type(op, offset, size))
+def _as_index(x: object) -> object:
+    """*x* as a Python int if it is an integer of another type (anything
+    with ``__index__``, such as numpy's integer scalars), else None. bool is
+    refused: it is an int by inheritance only, never a register offset."""
+    if isinstance(x, bool):
+        return None
     try:
-        off = offset
-        sz = size
+        return operator.index(x)  # type: ignore[arg-type]  # (numpy's bool refuses this itself)
+    except TypeError:
+        return None
+
+
+def _check_size(op: str, offset: object, size: object) -> cython.int:
+    """The entry points' size check: 1, 2 or 4. Returns it as a C int."""
+    sz: cython.Py_ssize_t
+    n: object = size
+    if type(n) is not int:  # exact ints skip the conversion
+        n = _as_index(size)
+        if n is None:
+            raise AccessError(_bad_type(op, offset, size))
+    try:
+        sz = n
     except OverflowError:
         raise AccessError(_bad_range(op, offset, size)) from None
-    if (sz != 4 and sz != 1 and sz != 2) or off < 0 or off + sz > TIS_REGION_SIZE:
+    if sz != 4 and sz != 1 and sz != 2:
+        raise AccessError(_bad_range(op, offset, size))
+    return sz
+
+
+def _check_offset(op: str, offset: object, size: cython.int) -> cython.Py_ssize_t:
+    """The entry points' offset check: the *size*-byte access (size already
+    checked) lies in the region. No sum is formed, so nothing can overflow."""
+    off: cython.Py_ssize_t
+    n: object = offset
+    if type(n) is not int:
+        n = _as_index(offset)
+        if n is None:
+            raise AccessError(_bad_type(op, offset, size))
+    try:
+        off = n
+    except OverflowError:
+        raise AccessError(_bad_range(op, offset, size)) from None
+    if off < 0 or off > TIS_REGION_SIZE - size:
         raise AccessError(_bad_range(op, offset, size))
     return off
+
+
+def _check_value(value: object, size: cython.int) -> cython.uint:
+    """The write value check: an int with 0 <= value < 2**(8 * size)."""
+    val: cython.longlong
+    n: object = value
+    if type(n) is not int:
+        n = _as_index(value)
+        if n is None:
+            raise AccessError(
+                f"TIS write: value must be an int (numpy integers too; not bool), got {value!r}"
+            )
+    try:
+        val = n
+    except OverflowError:
+        raise AccessError(_bad_value(size, value)) from None
+    if val < 0 or (val >> (8 * size)) != 0:
+        raise AccessError(_bad_value(size, value))
+    return val
+
+
+def _check_count(count: object) -> cython.Py_ssize_t:
+    """The read_many count check: an int 0 .. 0x1000000."""
+    cnt: cython.Py_ssize_t = -1
+    n: object = count
+    if type(n) is not int:
+        n = _as_index(count)
+    if n is not None:
+        try:
+            cnt = n
+        except OverflowError:
+            pass
+    if cnt < 0 or cnt > 0x1000000:
+        raise AccessError(f"TIS read_many: count {count!r} must be an int 0 .. 0x1000000 (not bool)")
+    return cnt
 
 
 def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:
@@ -806,9 +971,10 @@ def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:
     return piece
 
 
-def _bad_type(op: str, offset: object, size: object, value: object = 0) -> str:
-    return f"TIS {op}: offset, size and value must be ints, got offset={offset!r}, size={size!r}" + (
-        f", value={value!r}" if op == "write" else ""
+def _bad_type(op: str, offset: object, size: object) -> str:
+    return (
+        f"TIS {op}: offset and size must be ints (numpy integers too; not bool), "
+        f"got offset={offset!r}, size={size!r}"
     )
 
 

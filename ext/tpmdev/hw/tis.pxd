@@ -19,7 +19,11 @@ cdef unsigned int _U32
 
 cdef unsigned int _size_mask(int size) noexcept
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
-cdef Py_ssize_t _check_access(str op, object offset, object size) except -1
+cdef object _as_index(object x)
+cdef int _check_size(str op, object offset, object size) except -1
+cdef Py_ssize_t _check_offset(str op, object offset, int size) except -1
+cdef unsigned int _check_value(object value, int size) except? 0xFFFFFFFF
+cdef Py_ssize_t _check_count(object count) except -1
 
 
 cdef class TisCore:
@@ -33,6 +37,7 @@ cdef class TisCore:
     cdef object _request
     cdef object _posted
     cdef int _irq_level
+    cdef bint _int_any_locality
     cdef int _established
     cdef int _version
     cdef Py_ssize_t _bufsize
@@ -57,6 +62,7 @@ cdef class TisCore:
     cdef void _sts_write(self, int locty, unsigned int val) except *
     cdef unsigned int _fifo_read(self, int locty, int count) except? 0xFFFFFFFF
     cdef unsigned int _data_read(self, int locty) except? 0xFFFFFFFF
+    cdef unsigned int _past_buffer(self, Py_ssize_t index) noexcept
     cdef void _fifo_write(self, int locty, unsigned int value, int count) except *
     cdef unsigned int _access_read(self, int locty) except? 0xFFFFFFFF
     cdef void _access_write(self, int locty, unsigned int val) except *
