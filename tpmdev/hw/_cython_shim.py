@@ -63,6 +63,7 @@ __all__ = [
     "wraparound",
     "cdivision",
     "initializedcheck",
+    "annotation_typing",
     # functions
     "cast",
     "declare",
@@ -133,7 +134,7 @@ class _Directive:
         return None
 
 
-boundscheck = wraparound = cdivision = initializedcheck = _Directive
+boundscheck = wraparound = cdivision = initializedcheck = annotation_typing = _Directive
 
 
 def cast(type: Any, value: Any, typecheck: builtins.bool = False) -> Any:

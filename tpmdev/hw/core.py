@@ -61,7 +61,10 @@ import operator
 import sys
 from typing import Callable, Optional, Union
 
-import cython
+try:
+    import cython
+except ImportError:  # Cython builds the package; the pure variant runs without it
+    from tpmdev.hw import _cython_shim as cython
 
 from tpmdev.errors import AccessError
 

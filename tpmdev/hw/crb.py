@@ -79,7 +79,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import cython
+try:
+    import cython
+except ImportError:  # Cython builds the package; the pure variant runs without it
+    from tpmdev.hw import _cython_shim as cython
 import numpy as np
 
 from tpmdev.errors import ConfigurationError
