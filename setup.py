@@ -15,7 +15,7 @@ import sys
 
 from setuptools import setup
 
-HOT_MODULES = ["tis"]
+HOT_MODULES = ["core", "tis", "crb"]
 
 COMPILER_DIRECTIVES = {
     "language_level": 3,

@@ -15,6 +15,8 @@ import pytest
 
 import tpmdev
 import tpmdev.hw
+import tpmdev.hw.core
+import tpmdev.hw.crb
 import tpmdev.hw.tis
 
 
@@ -29,7 +31,7 @@ def _pure_tis_class() -> type[tpmdev.TIS]:
 
 
 def _require_compiled() -> None:
-    if not tpmdev.hw.is_compiled(tpmdev.hw.tis):
+    if not all(tpmdev.hw.is_compiled(m) for m in (tpmdev.hw.core, tpmdev.hw.tis, tpmdev.hw.crb)):
         if os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "") not in ("", "0"):
             pytest.fail("compiled register models are missing")
         pytest.skip("compiled register models are not built")
@@ -65,3 +67,42 @@ def core_class(impl: str) -> type:
         return tpmdev.hw.tis.TisCore
     core: type = tpmdev.hw.pure("tis").TisCore
     return core
+
+
+def _variant(impl: str, module: str, name: str) -> type:
+    source = getattr(tpmdev.hw, module) if impl == "c" else tpmdev.hw.pure(module)
+    cls: type = getattr(source, name)
+    return cls
+
+
+@pytest.fixture
+def crb_core_class(impl: str) -> type:
+    """``CrbCore`` of the variant chosen by ``impl``."""
+    return _variant(impl, "crb", "CrbCore")
+
+
+@pytest.fixture
+def compiled_crb_core_class() -> type:
+    """The compiled ``CrbCore``, for tests that need both variants at once."""
+    _require_compiled()
+    return tpmdev.hw.crb.CrbCore
+
+
+@pytest.fixture
+def recording_core_class(impl: str) -> type:
+    """``RecordingCore`` (the bare access layer) of the variant chosen by ``impl``."""
+    return _variant(impl, "core", "RecordingCore")
+
+
+@pytest.fixture
+def crb_class(impl: str) -> type[tpmdev.CRB]:
+    """``tpmdev.CRB`` backed by the variant chosen by ``impl``."""
+    if impl == "c":
+        return tpmdev.CRB
+    core = tpmdev.hw.pure("crb").CrbCore
+
+    class PureCRB(tpmdev.CRB):
+        _Core = core
+
+    PureCRB.__name__ = PureCRB.__qualname__ = "CRB"
+    return PureCRB

@@ -16,10 +16,12 @@ from __future__ import annotations
 from tpmdev import backends
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
+from tpmdev.crb import CRB
 from tpmdev.tis import TIS
 
 __all__ = [
     "TIS",
+    "CRB",
     "USE_EXTENSIONS",
     "AccessError",
     "BackendError",

@@ -4,6 +4,7 @@ drivers do (for demos, tests and benchmarks). They need only an object with
 
 from __future__ import annotations
 
+from tpmdev.drivers.crb import CrbDriver, CrbError, CrbTimeout
 from tpmdev.drivers.tis import TisDriver, TisTimeout
 
-__all__ = ["TisDriver", "TisTimeout"]
+__all__ = ["TisDriver", "TisTimeout", "CrbDriver", "CrbError", "CrbTimeout"]

@@ -28,7 +28,7 @@ from types import ModuleType
 __all__ = ["HOT_MODULES", "USE_EXTENSIONS", "pure", "is_compiled"]
 
 #: Modules of this package that are compiled.
-HOT_MODULES = ("tis",)
+HOT_MODULES = ("core", "tis", "crb")
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,30 +43,59 @@ def is_compiled(module: ModuleType) -> bool:
 
 
 def pure(name: str) -> ModuleType:
-    """Load (once) the pure-Python source of hot module *name*."""
+    """Load (once) the pure-Python source of hot module *name*.
+
+    A hot module may import the hot modules listed before it in
+    :data:`HOT_MODULES` (``crb`` derives from ``core``'s base class); while
+    its source runs, those names resolve to their pure variants too, so a
+    pure module never mixes with compiled code.
+    """
     modname = f"tpmdev.hw._pure_{name}"
     module = sys.modules.get(modname)
     if module is None:
+        deps = HOT_MODULES[: HOT_MODULES.index(name)] if name in HOT_MODULES else ()
+        saved = {dep: sys.modules.get(f"{__name__}.{dep}") for dep in deps}
         spec = importlib.util.spec_from_file_location(modname, os.path.join(_HERE, f"{name}.py"))
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = module
-        spec.loader.exec_module(module)
+        try:
+            for dep in deps:
+                sys.modules[f"{__name__}.{dep}"] = pure(dep)
+            sys.modules[modname] = module
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(modname, None)
+            raise
+        finally:
+            for dep, previous in saved.items():
+                if previous is None:
+                    sys.modules.pop(f"{__name__}.{dep}", None)
+                else:
+                    sys.modules[f"{__name__}.{dep}"] = previous
     return module
 
 
+def _built(name: str) -> bool:
+    spec = importlib.util.find_spec(f"{__name__}.{name}")
+    return spec is not None and not (spec.origin or "").endswith(".py")
+
+
 def _load() -> bool:
-    if _flag("TPMDEV_NO_EXTENSIONS"):
+    # All compiled or all pure: a compiled base class and a pure subclass
+    # (or the reverse) do not mix, so a partial build loads the sources.
+    compiled = not _flag("TPMDEV_NO_EXTENSIONS") and all(_built(name) for name in HOT_MODULES)
+    if not compiled:
+        if _flag("TPMDEV_REQUIRE_EXTENSIONS") and not _flag("TPMDEV_NO_EXTENSIONS"):
+            raise ImportError(
+                "TPMDEV_REQUIRE_EXTENSIONS is set but the compiled register models are missing: "
+                "build them with `pip install -e .` (needs Cython>=3 and a C compiler)"
+            )
         for name in HOT_MODULES:
-            sys.modules[f"{__name__}.{name}"] = pure(name)
+            sys.modules[f"{__name__}.{name}"] = globals()[name] = pure(name)
         return False
-    compiled = all(is_compiled(importlib.import_module(f"{__name__}.{name}")) for name in HOT_MODULES)
-    if not compiled and _flag("TPMDEV_REQUIRE_EXTENSIONS"):
-        raise ImportError(
-            "TPMDEV_REQUIRE_EXTENSIONS is set but the compiled register models are missing: "
-            "build them with `pip install -e .` (needs Cython>=3 and a C compiler)"
-        )
-    return compiled
+    for name in HOT_MODULES:
+        importlib.import_module(f"{__name__}.{name}")
+    return True
 
 
 #: True when the compiled register models are in use.

@@ -208,3 +208,173 @@ def interface_id(tpm_version: int) -> int:
 def sts_family(tpm_version: int) -> int:
     """The tpmFamily bits of TPM_STS for a backend version."""
     return TPM_STS_TPM_FAMILY2_0 if tpm_version == 2 else TPM_STS_TPM_FAMILY1_2
+
+
+# =============================================================================
+# CRB (Command Response Buffer) interface, TCG PC Client PTP section 6.5.3,
+# as QEMU's ``tpm-crb`` presents it (locality 0 only) and as the PTP five-
+# locality layout extends it. Offsets are within one locality's 0x1000 window.
+# =============================================================================
+__all__ += [
+    # geometry
+    "CRB_BASE_ADDRESS",
+    "CRB_LOCALITY_SHIFT",
+    "CRB_LOCALITY_SIZE",
+    "CRB_NUM_LOCALITIES",
+    "CRB_NO_LOCALITY",
+    "CRB_BUFFER_SIZE",
+    # registers
+    "TPM_LOC_STATE",
+    "TPM_LOC_CTRL",
+    "TPM_LOC_STS",
+    "TPM_CRB_INTF_ID",
+    "TPM_CRB_INTF_ID_HIGH",
+    "TPM_CRB_CTRL_EXT",
+    "TPM_CRB_CTRL_REQ",
+    "TPM_CRB_CTRL_STS",
+    "TPM_CRB_CTRL_CANCEL",
+    "TPM_CRB_CTRL_START",
+    "TPM_CRB_INT_ENABLE",
+    "TPM_CRB_INT_STS",
+    "TPM_CRB_CTRL_CMD_SIZE",
+    "TPM_CRB_CTRL_CMD_LADDR",
+    "TPM_CRB_CTRL_CMD_HADDR",
+    "TPM_CRB_CTRL_RSP_SIZE",
+    "TPM_CRB_CTRL_RSP_ADDR",
+    "TPM_CRB_CTRL_RSP_ADDR_HIGH",
+    "TPM_CRB_DATA_BUFFER",
+    "CRB_REGISTERS",
+    # bits
+    "TPM_LOC_STATE_TPM_ESTABLISHED",
+    "TPM_LOC_STATE_LOC_ASSIGNED",
+    "TPM_LOC_STATE_ACTIVE_LOCALITY_SHIFT",
+    "TPM_LOC_STATE_ACTIVE_LOCALITY_MASK",
+    "TPM_LOC_STATE_TPM_REG_VALID_STS",
+    "TPM_LOC_CTRL_REQUEST_ACCESS",
+    "TPM_LOC_CTRL_RELINQUISH",
+    "TPM_LOC_CTRL_SEIZE",
+    "TPM_LOC_CTRL_RESET_ESTABLISHMENT_BIT",
+    "TPM_LOC_STS_GRANTED",
+    "TPM_LOC_STS_BEEN_SEIZED",
+    "TPM_CRB_CTRL_REQ_CMD_READY",
+    "TPM_CRB_CTRL_REQ_GO_IDLE",
+    "TPM_CRB_CTRL_STS_TPM_STS",
+    "TPM_CRB_CTRL_STS_TPM_IDLE",
+    "TPM_CRB_CTRL_CANCEL_INVOKE",
+    "TPM_CRB_CTRL_START_INVOKE",
+    # identification
+    "TPM_CRB_INTF_TYPE_CRB_ACTIVE",
+    "TPM_CRB_INTF_VERSION_CRB",
+    "TPM_CRB_INTF_CAP_LOCALITY",
+    "TPM_CRB_INTF_CAP_CRB_IDLE_BYPASS",
+    "TPM_CRB_INTF_CAP_DATA_XFER_SIZE_64",
+    "TPM_CRB_INTF_CAP_FIFO",
+    "TPM_CRB_INTF_CAP_CRB",
+    "TPM_CRB_INTF_SEL_CRB",
+    "TPM_CRB_INTF_SEL_LOCK",
+    "TPM_CRB_INTF_ID_VALUE",
+    "TPM_CRB_INTF_ID_HIGH_VALUE",
+    "crb_intf_id",
+]
+
+# --- geometry -------------------------------------------------------------------
+CRB_BASE_ADDRESS = 0xFED40000  #: where PC platforms map the CRB (QEMU: TPM_CRB_ADDR_BASE)
+CRB_LOCALITY_SHIFT = 12
+CRB_LOCALITY_SIZE = 1 << CRB_LOCALITY_SHIFT  #: one locality's window: registers + data buffer
+CRB_NUM_LOCALITIES = 5  #: the PTP layout; QEMU implements locality 0 only
+CRB_NO_LOCALITY = 0xFF
+TPM_CRB_DATA_BUFFER = 0x080  #: command and response share the buffer (plain RAM in QEMU)
+CRB_BUFFER_SIZE = CRB_LOCALITY_SIZE - TPM_CRB_DATA_BUFFER  #: 0xF80 = 3968 bytes
+
+# --- registers (4-byte slots) -------------------------------------------------------
+TPM_LOC_STATE = 0x000
+TPM_LOC_CTRL = 0x008  #: write-only actions, reads 0
+TPM_LOC_STS = 0x00C
+TPM_CRB_INTF_ID = 0x030  #: 64-bit: low dword here
+TPM_CRB_INTF_ID_HIGH = 0x034  #: VID (15..0), DID (31..16)
+TPM_CRB_CTRL_EXT = 0x038
+TPM_CRB_CTRL_REQ = 0x040  #: write-only actions, reads 0
+TPM_CRB_CTRL_STS = 0x044
+TPM_CRB_CTRL_CANCEL = 0x048  #: write-only action, reads 0
+TPM_CRB_CTRL_START = 0x04C
+TPM_CRB_INT_ENABLE = 0x050  #: no interrupts: reads 0, writes ignored
+TPM_CRB_INT_STS = 0x054
+TPM_CRB_CTRL_CMD_SIZE = 0x058
+TPM_CRB_CTRL_CMD_LADDR = 0x05C
+TPM_CRB_CTRL_CMD_HADDR = 0x060
+TPM_CRB_CTRL_RSP_SIZE = 0x064
+TPM_CRB_CTRL_RSP_ADDR = 0x068  #: 64-bit: low dword here
+TPM_CRB_CTRL_RSP_ADDR_HIGH = 0x06C
+
+#: name -> offset of every CRB register
+CRB_REGISTERS = {
+    "TPM_LOC_STATE": TPM_LOC_STATE,
+    "TPM_LOC_CTRL": TPM_LOC_CTRL,
+    "TPM_LOC_STS": TPM_LOC_STS,
+    "TPM_CRB_INTF_ID": TPM_CRB_INTF_ID,
+    "TPM_CRB_INTF_ID_HIGH": TPM_CRB_INTF_ID_HIGH,
+    "TPM_CRB_CTRL_EXT": TPM_CRB_CTRL_EXT,
+    "TPM_CRB_CTRL_REQ": TPM_CRB_CTRL_REQ,
+    "TPM_CRB_CTRL_STS": TPM_CRB_CTRL_STS,
+    "TPM_CRB_CTRL_CANCEL": TPM_CRB_CTRL_CANCEL,
+    "TPM_CRB_CTRL_START": TPM_CRB_CTRL_START,
+    "TPM_CRB_INT_ENABLE": TPM_CRB_INT_ENABLE,
+    "TPM_CRB_INT_STS": TPM_CRB_INT_STS,
+    "TPM_CRB_CTRL_CMD_SIZE": TPM_CRB_CTRL_CMD_SIZE,
+    "TPM_CRB_CTRL_CMD_LADDR": TPM_CRB_CTRL_CMD_LADDR,
+    "TPM_CRB_CTRL_CMD_HADDR": TPM_CRB_CTRL_CMD_HADDR,
+    "TPM_CRB_CTRL_RSP_SIZE": TPM_CRB_CTRL_RSP_SIZE,
+    "TPM_CRB_CTRL_RSP_ADDR": TPM_CRB_CTRL_RSP_ADDR,
+    "TPM_CRB_CTRL_RSP_ADDR_HIGH": TPM_CRB_CTRL_RSP_ADDR_HIGH,
+    "TPM_CRB_DATA_BUFFER": TPM_CRB_DATA_BUFFER,
+}
+
+# --- TPM_LOC_STATE_x (shared by all localities) ---------------------------------------
+TPM_LOC_STATE_TPM_ESTABLISHED = 0x01  #: reads NOT(established flag); computed at offset 0 only
+TPM_LOC_STATE_LOC_ASSIGNED = 0x02
+TPM_LOC_STATE_ACTIVE_LOCALITY_SHIFT = 2
+TPM_LOC_STATE_ACTIVE_LOCALITY_MASK = 0x1C
+TPM_LOC_STATE_TPM_REG_VALID_STS = 0x80
+
+# --- TPM_LOC_CTRL_x (write-only) ---------------------------------------------------------
+TPM_LOC_CTRL_REQUEST_ACCESS = 0x01
+TPM_LOC_CTRL_RELINQUISH = 0x02
+TPM_LOC_CTRL_SEIZE = 0x04
+TPM_LOC_CTRL_RESET_ESTABLISHMENT_BIT = 0x08
+
+# --- TPM_LOC_STS_x -------------------------------------------------------------------------
+TPM_LOC_STS_GRANTED = 0x01
+TPM_LOC_STS_BEEN_SEIZED = 0x02
+
+# --- TPM_CRB_CTRL_REQ_x / _STS_x / _CANCEL_x / _START_x ------------------------------------
+TPM_CRB_CTRL_REQ_CMD_READY = 0x01
+TPM_CRB_CTRL_REQ_GO_IDLE = 0x02
+TPM_CRB_CTRL_STS_TPM_STS = 0x01  #: fatal error; sticky until reset
+TPM_CRB_CTRL_STS_TPM_IDLE = 0x02
+TPM_CRB_CTRL_CANCEL_INVOKE = 0x01
+TPM_CRB_CTRL_START_INVOKE = 0x01
+
+# --- TPM_CRB_INTF_ID_x ---------------------------------------------------------------------
+TPM_CRB_INTF_TYPE_CRB_ACTIVE = 0x1  #: InterfaceType (3..0)
+TPM_CRB_INTF_VERSION_CRB = 0x1 << 4  #: InterfaceVersion (7..4)
+TPM_CRB_INTF_CAP_LOCALITY = 1 << 8  #: more than locality 0 (QEMU: 0)
+TPM_CRB_INTF_CAP_CRB_IDLE_BYPASS = 1 << 9  #: QEMU: 0
+TPM_CRB_INTF_CAP_DATA_XFER_SIZE_64 = 3 << 11  #: CapDataXferSizeSupport: 64 bytes
+TPM_CRB_INTF_CAP_FIFO = 1 << 13  #: QEMU: 0
+TPM_CRB_INTF_CAP_CRB = 1 << 14
+TPM_CRB_INTF_SEL_CRB = 1 << 17  #: InterfaceSelector (18..17) = 1: CRB
+TPM_CRB_INTF_SEL_LOCK = 1 << 19  #: QEMU: 0 (and writes never set it)
+#: QEMU's TPM_CRB_INTF_ID, low dword (RID, bits 31..24, is 0)
+TPM_CRB_INTF_ID_VALUE = (
+    TPM_CRB_INTF_TYPE_CRB_ACTIVE
+    | TPM_CRB_INTF_VERSION_CRB
+    | TPM_CRB_INTF_CAP_DATA_XFER_SIZE_64
+    | TPM_CRB_INTF_CAP_CRB
+    | TPM_CRB_INTF_SEL_CRB
+)  # 0x00025811
+TPM_CRB_INTF_ID_HIGH_VALUE = TPM_VID  #: VID 0x1014 (IBM), DID 0
+
+
+def crb_intf_id(localities: int) -> int:
+    """TPM_CRB_INTF_ID (low dword) for a CRB with *localities* localities."""
+    return TPM_CRB_INTF_ID_VALUE | (TPM_CRB_INTF_CAP_LOCALITY if localities > 1 else 0)

@@ -1,0 +1,41 @@
+# Declarations that Cython adds to tpmdev/hw/core.py when compiling it.
+# C types only: no behaviour lives here. A frontend core derives from
+# MmioCore with `from tpmdev.hw.core cimport MmioCore` in its own .pxd.
+
+cdef int _MAX_PIECE, _UNKNOWN
+cdef unsigned int _U32
+
+cdef int _piece(Py_ssize_t addr, int remaining) noexcept
+
+
+cdef class MmioCore:
+    cdef str _name
+    cdef Py_ssize_t _region
+    cdef unsigned int _sizes
+    cdef tuple _size_list
+    cdef object _request
+    cdef object _posted
+    cdef int _established
+    cdef int _size  # the size _check accepted last
+
+    cdef Py_ssize_t _check(self, str op, object offset, object size) except -1
+    cdef Py_ssize_t _check_slow(self, str op, object offset, object size) except -1
+    cdef unsigned long long _value(self, object offset, object size, object value, int sz) except? 0xFFFFFFFFFFFFFFFF
+    cdef str _bad_range(self, str op, object offset, object size)
+    cdef str _bad_value(self, object size, object value)
+    cdef unsigned long long _read_split(self, Py_ssize_t off, int size) except? 0xFFFFFFFFFFFFFFFF
+    cdef void _write_split(self, Py_ssize_t off, unsigned long long value, int size) except *
+    cdef unsigned int _read(self, Py_ssize_t off, int size) except? 0xFFFFFFFF
+    cdef void _write(self, Py_ssize_t off, unsigned int value, int size) except *
+    cdef void _complete(self, object response, bint selftest_done, bint failed) except *
+    cdef void _ask(self, int kind) except *
+    cdef int _query_established(self) except? -2
+    cdef void _drop_posted(self) noexcept
+
+
+cdef class RecordingCore(MmioCore):
+    cdef public list log
+
+    cdef unsigned int _read(self, Py_ssize_t off, int size) except? 0xFFFFFFFF
+    cdef void _write(self, Py_ssize_t off, unsigned int value, int size) except *
+    cdef void _complete(self, object response, bint selftest_done, bint failed) except *

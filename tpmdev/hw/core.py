@@ -1,0 +1,428 @@
+"""What every memory-mapped TPM register core shares: the door and the vocabulary.
+
+QEMU writes its memory core and its backend plumbing once and every TPM
+frontend (TIS, CRB, ...) only supplies register semantics. This module is
+that split for tpmdev's compiled cores: :class:`MmioCore` is a Cython
+``cdef`` base class holding, once, everything that is not register
+semantics; a frontend core derives from it and implements two C methods on
+naturally aligned pieces of at most four bytes. Typed Python compiled in
+place with the declarations of ``ext/tpmdev/hw/core.pxd``; the same source
+runs uncompiled.
+
+Theory of operation
+-------------------
+
+*The door.* :meth:`MmioCore.read`, :meth:`MmioCore.write`,
+:meth:`MmioCore.read_many` and :meth:`MmioCore.write_many` are the entry
+points. Each makes the one access check: the offset and size are ints
+(numpy integers and other ``__index__`` types are taken, ``bool``, floats
+and None are not), the size is one of the core's sizes, the whole access
+lies in the region (``0 <= offset < region`` and ``size <= region - offset``:
+no addition, so nothing can overflow), and a written value is an int with
+``0 <= value < 2**(8 * size)``. A host that gets this wrong gets an
+:class:`~tpmdev.errors.AccessError` saying what was wrong; any access that
+passes is guest behaviour and never raises. Behind the door nothing is
+checked again (the compiled build has bounds checks off).
+
+*Splitting.* QEMU's TPM devices take accesses of 1 to 4 bytes, naturally
+aligned. Every other access a guest makes through the address space (a
+qtest ``readq``, an unaligned ``readl``) is cut by QEMU's memory core into
+naturally aligned pieces of at most four bytes, lowest address first, before
+the device sees it: 8 bytes at 0x68 are 4 at 0x68 then 4 at 0x6C; 4 bytes at
+0x19 are 1 at 0x19, 2 at 0x1A, 1 at 0x1C. The pieces' values are assembled
+little-endian. The core does the same, so a subclass only ever sees
+aligned pieces in :meth:`_read` / :meth:`_write`.
+
+*The request/complete vocabulary.* A core never runs a TPM (sans-IO). It
+tells its owner what it needs through one callable, ``request(kind)``, with
+``kind`` one of :data:`REQUEST_COMMAND` (a command is ready: the owner reads
+the core's ``pending_command``), :data:`REQUEST_CANCEL`,
+:data:`REQUEST_RESET_ESTABLISHED` and :data:`REQUEST_ESTABLISHED` (the owner
+answers inside the call with :meth:`MmioCore.set_established`). The owner
+answers a command with :meth:`MmioCore.complete`, synchronously inside the
+request or later; ``failed=True`` says the backend failed (the response is
+then QEMU's fatal response, and a CRB shows tpmSts). A completion produced
+on another thread is handed over with :meth:`MmioCore.post` and applied on
+the owner's thread at the next access or :meth:`MmioCore.poll`, the way QEMU
+applies completions on its main loop.
+
+*Repeated accesses.* ``write_many`` / ``read_many`` are that many single
+accesses to one register in one call (string I/O, a driver's byte loop into
+a FIFO), with the posted completion applied before each, exactly as the
+single calls would.
+
+Invariants: ``0 < region``; the sizes mask holds only 1, 2, 4 and 8;
+``_read`` returns at most ``8 * size`` bits.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+from typing import Callable, Optional, Union
+
+import cython
+
+from tpmdev.errors import AccessError
+
+__all__ = [
+    "MmioCore",
+    "RecordingCore",
+    "REQUEST_COMMAND",
+    "REQUEST_CANCEL",
+    "REQUEST_RESET_ESTABLISHED",
+    "REQUEST_ESTABLISHED",
+    "ACCESS_SIZES",
+]
+
+#: A command is ready (read the core's ``pending_command``).
+REQUEST_COMMAND = 1
+#: The backend should cancel the command in flight.
+REQUEST_CANCEL = 2
+#: The backend should reset its established flag.
+REQUEST_RESET_ESTABLISHED = 3
+#: The established flag is needed: answer with :meth:`MmioCore.set_established`.
+REQUEST_ESTABLISHED = 4
+
+#: Every access size the door knows; a core allows a subset.
+ACCESS_SIZES = (1, 2, 4, 8)
+
+#: The widest piece a TPM device takes (QEMU: max_access_size 4).
+_MAX_PIECE = 4
+#: The established flag before the owner answered.
+_UNKNOWN = -1
+#: All 32 bits; a typed constant so that compiled masking stays in C.
+_U32 = 0xFFFFFFFF
+
+#: What a response may be given as.
+BytesLike = Union[bytes, bytearray, memoryview]
+
+if sys.byteorder != "little":  # pragma: no cover - the register images are little-endian
+    raise ImportError("tpmdev's register models need a little-endian host")
+
+
+def _index(x: object) -> object:
+    """*x* as a Python int if it is an integer (``__index__``) but not a bool, else None."""
+    if isinstance(x, bool):
+        return None
+    try:
+        return operator.index(x)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:
+    """Size of the next naturally aligned piece (at most four bytes) of an access."""
+    piece: cython.int = 4 if remaining >= 4 else (2 if remaining >= 2 else 1)
+    while addr & (piece - 1):
+        piece >>= 1
+    return piece
+
+
+@cython.cclass
+class MmioCore:
+    """Base of the memory-mapped register cores: the checked entry points,
+    the splitting of accesses, and the request/complete vocabulary.
+
+    A subclass calls ``MmioCore.__init__`` with its name (used in error
+    messages), the size of its region, the access sizes it takes and the
+    owner's ``request`` callable, then implements ``_read`` / ``_write``
+    (aligned pieces of 1, 2 or 4 bytes) and ``_complete``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        region: int,
+        sizes: tuple[int, ...],
+        request: Optional[Callable[[int], object]] = None,
+    ) -> None:
+        mask: cython.uint = 0
+        for s in sizes:
+            if s not in ACCESS_SIZES:
+                raise ValueError(f"access size {s!r} is not one of {ACCESS_SIZES}")
+            mask |= 1 << s
+        if region <= 0:
+            raise ValueError(f"region size must be positive, got {region!r}")
+        self._name = name
+        self._region = region
+        self._sizes = mask
+        self._size_list = tuple(sorted(set(sizes)))
+        self._request = request
+        self._posted = None
+        self._established = _UNKNOWN
+        self._size = 0
+
+    # ------------------------------------------------------------------
+    # The door
+    # ------------------------------------------------------------------
+    def read(self, offset: object, size: object = 4) -> int:
+        """Read *size* bytes at *offset* (relative to the region's start)."""
+        off: cython.Py_ssize_t = self._check("read", offset, size)
+        sz: cython.int = self._size
+        if self._posted is not None:
+            self.poll()
+        if sz <= _MAX_PIECE and not (off & (sz - 1)):
+            return self._read(off, sz)
+        return self._read_split(off, sz)
+
+    def write(self, offset: object, value: object, size: object = 4) -> None:
+        """Write the *size*-byte *value* at *offset* (little-endian on the bus)."""
+        off: cython.Py_ssize_t = self._check("write", offset, size)
+        sz: cython.int = self._size
+        val: cython.ulonglong = self._value(offset, size, value, sz)
+        if self._posted is not None:
+            self.poll()
+        if sz <= _MAX_PIECE and not (off & (sz - 1)):
+            self._write(off, val, sz)
+        else:
+            self._write_split(off, val, sz)
+
+    def write_many(self, offset: object, data: object, size: object = 1) -> None:
+        """Write *data* to the register at *offset* as ``len(data) // size``
+        successive *size*-byte writes (little-endian chunks), exactly as that
+        many :meth:`write` calls would, in one call.
+        """
+        off: cython.Py_ssize_t = self._check("write", offset, size)
+        sz: cython.int = self._size
+        aligned: cython.bint = sz <= _MAX_PIECE and not (off & (sz - 1))
+        i: cython.Py_ssize_t
+        k: cython.Py_ssize_t
+        n: cython.Py_ssize_t
+        j: cython.Py_ssize_t
+        value: cython.ulonglong
+        raw: bytes
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AccessError(f"{self._name} write_many: data must be bytes-like, got {type(data).__name__}")
+        raw = bytes(data)
+        n = len(raw)
+        if n % sz:
+            raise AccessError(
+                f"{self._name} write_many: {n} bytes of data are not a whole number of {sz}-byte writes"
+            )
+        for k in range(n // sz):  # (a constant step keeps the compiled loop in C)
+            i = k * sz
+            value = 0
+            for j in range(sz - 1, -1, -1):
+                value = (value << 8) | raw[i + j]
+            if self._posted is not None:
+                self.poll()
+            if aligned:
+                self._write(off, value, sz)
+            else:
+                self._write_split(off, value, sz)
+
+    def read_many(self, offset: object, count: object, size: object = 1) -> bytes:
+        """*count* successive *size*-byte reads of the register at *offset*,
+        exactly as that many :meth:`read` calls would, returned as bytes
+        (each value little-endian).
+        """
+        off: cython.Py_ssize_t = self._check("read", offset, size)
+        sz: cython.int = self._size
+        aligned: cython.bint = sz <= _MAX_PIECE and not (off & (sz - 1))
+        cnt: cython.Py_ssize_t
+        i: cython.Py_ssize_t
+        j: cython.Py_ssize_t
+        value: cython.ulonglong
+        number = _index(count)
+        if number is None or not 0 <= number <= 0x1000000:  # type: ignore[operator]
+            raise AccessError(f"{self._name} read_many: count {count!r} must be an int 0 .. 0x1000000")
+        cnt = number
+        out = bytearray(cnt * sz)
+        for i in range(cnt):
+            if self._posted is not None:
+                self.poll()
+            value = self._read(off, sz) if aligned else self._read_split(off, sz)
+            for j in range(sz):
+                out[i * sz + j] = (value >> (8 * j)) & 0xFF
+        return bytes(out)
+
+    # -- the one check ----------------------------------------------------
+    def _check(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
+        """Check an access; return the offset and leave the size in ``_size``."""
+        off: cython.Py_ssize_t
+        sz: cython.Py_ssize_t
+        if type(offset) is not int or type(size) is not int:  # exact: bool, numpy go slow
+            return self._check_slow(op, offset, size)
+        try:
+            off = offset
+            sz = size
+        except OverflowError:
+            raise AccessError(self._bad_range(op, offset, size)) from None
+        if (
+            off < 0
+            or off >= self._region
+            or sz <= 0
+            or sz > 8
+            or not ((self._sizes >> sz) & 1)
+            or sz > self._region - off
+        ):
+            raise AccessError(self._bad_range(op, offset, size))
+        self._size = sz
+        return off
+
+    def _check_slow(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
+        """Integers that are not exactly ``int`` (numpy, IntEnum): as ints; the rest refused."""
+        off = _index(offset)
+        sz = _index(size)
+        if off is None or sz is None:
+            raise AccessError(
+                f"{self._name} {op}: offset and size must be ints, got offset={offset!r}, size={size!r}"
+            )
+        return self._check(op, off, sz)
+
+    def _value(self, offset: object, size: object, value: object, sz: cython.int) -> cython.ulonglong:
+        """A written value as an unsigned integer of *sz* bytes, or AccessError."""
+        val: cython.ulonglong
+        number: object = value
+        if type(value) is not int:
+            number = _index(value)
+            if number is None:
+                raise AccessError(
+                    f"{self._name} write: value must be an int, got value={value!r} "
+                    f"(offset={offset!r}, size={size!r})"
+                )
+        try:
+            val = number
+        except OverflowError:
+            raise AccessError(self._bad_value(size, value)) from None
+        # Two shifts: one by 64 is undefined in C; a negative stays negative in Python.
+        if (val >> (8 * sz - 1)) >> 1:
+            raise AccessError(self._bad_value(size, value))
+        return val
+
+    def _bad_range(self, op: str, offset: object, size: object) -> str:
+        sizes = ", ".join(str(s) for s in self._size_list)
+        return (
+            f"{self._name} {op}: size {size!r} at offset {offset!r} is not a valid access: size must be "
+            f"one of {sizes} and the access must lie within 0x0..0x{self._region - 1:X}"
+        )
+
+    def _bad_value(self, size: object, value: object) -> str:
+        return (
+            f"{self._name} write: value {value!r} does not fit in {size!r} byte(s): "
+            "need 0 <= value < 2**(8 * size)"
+        )
+
+    # -- splitting, as QEMU's memory core does it ----------------------------
+    def _read_split(self, off: cython.Py_ssize_t, size: cython.int) -> cython.ulonglong:
+        result: cython.ulonglong = 0
+        piece_value: cython.ulonglong
+        done: cython.int = 0
+        piece: cython.int
+        while done < size:
+            piece = _piece(off + done, size - done)
+            piece_value = self._read(off + done, piece)
+            result |= piece_value << (8 * done)
+            done += piece
+        return result
+
+    def _write_split(self, off: cython.Py_ssize_t, value: cython.ulonglong, size: cython.int) -> None:
+        done: cython.int = 0
+        piece: cython.int
+        while done < size:
+            piece = _piece(off + done, size - done)
+            self._write(off + done, (value >> (8 * done)) & (_U32 >> (32 - 8 * piece)), piece)
+            done += piece
+
+    # -- what a subclass implements ---------------------------------------------
+    def _read(self, off: cython.Py_ssize_t, size: cython.int) -> cython.uint:
+        """Read an aligned piece of 1, 2 or 4 bytes."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _read")
+
+    def _write(self, off: cython.Py_ssize_t, value: cython.uint, size: cython.int) -> None:
+        """Write an aligned piece of 1, 2 or 4 bytes."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _write")
+
+    def _complete(self, response: object, selftest_done: cython.bint, failed: cython.bint) -> None:
+        """Deliver the response to the command in flight (see :meth:`complete`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement _complete")
+
+    # ------------------------------------------------------------------
+    # The request/complete vocabulary
+    # ------------------------------------------------------------------
+    def _ask(self, kind: cython.int) -> None:
+        if self._request is not None:
+            self._request(kind)
+
+    def _query_established(self) -> cython.int:
+        """Ask the owner for the established flag now: 1, 0, or -1 if it did not answer."""
+        self._established = _UNKNOWN
+        self._ask(REQUEST_ESTABLISHED)
+        return self._established
+
+    def set_established(self, established: bool) -> None:
+        """The owner's answer to :data:`REQUEST_ESTABLISHED`."""
+        self._established = 1 if established else 0
+
+    def complete(self, response: BytesLike, selftest_done: bool = False, failed: bool = False) -> None:
+        """Deliver the response to the command in flight.
+
+        *selftest_done* reports a successful TPM 1.2 ContinueSelfTest;
+        *failed* says the backend failed (the response is then the fatal
+        response the owner chose). Does nothing if no command is in flight.
+        """
+        if not isinstance(response, (bytes, bytearray, memoryview)):
+            raise AccessError(
+                f"{self._name} complete: response must be bytes-like, got {type(response).__name__}"
+            )
+        self._complete(response, bool(selftest_done), bool(failed))
+
+    def post(self, response: BytesLike, selftest_done: bool = False, failed: bool = False) -> None:
+        """Hand over a completion from another thread; applied at the next access."""
+        if not isinstance(response, (bytes, bytearray, memoryview)):
+            raise AccessError(
+                f"{self._name} post: response must be bytes-like, got {type(response).__name__}"
+            )
+        self._posted = (bytes(response), bool(selftest_done), bool(failed))  # type: ignore[assignment]
+
+    def poll(self) -> bool:
+        """Apply a posted completion now. Returns True if there was one."""
+        posted = self._posted
+        if posted is None:
+            return False
+        self._posted = None
+        self._complete(posted[0], posted[1], posted[2])
+        return True
+
+    def _drop_posted(self) -> None:
+        """Forget a posted completion (a machine reset)."""
+        self._posted = None
+
+    @property
+    def region_size(self) -> int:
+        """Size of the region :meth:`read` and :meth:`write` address."""
+        return self._region
+
+    @property
+    def access_sizes(self) -> tuple[int, ...]:
+        """The access sizes the core takes."""
+        return self._size_list
+
+
+@cython.cclass
+class RecordingCore(MmioCore):
+    """A core with no registers that records the pieces reaching it.
+
+    For tests of the door and of the splitting, and the smallest example of
+    a subclass: every aligned piece is appended to :attr:`log` as
+    ``("r" | "w", offset, size, value)``; a read returns the piece's offset
+    repeated in each byte (``0x19`` reads ``0x19``, 2 bytes at 0x1A read
+    ``0x1A1A``), so an assembled value shows where each byte came from.
+    """
+
+    def __init__(self, region: int = 0x1000, sizes: tuple[int, ...] = ACCESS_SIZES) -> None:
+        MmioCore.__init__(self, "RecordingCore", region, sizes, None)
+        self.log: list[tuple[object, ...]] = []
+
+    def _read(self, off: cython.Py_ssize_t, size: cython.int) -> cython.uint:
+        byte: cython.uint = off & 0xFF
+        value: cython.uint = (byte * 0x01010101) >> (32 - 8 * size)
+        self.log.append(("r", off, size, value))
+        return value
+
+    def _write(self, off: cython.Py_ssize_t, value: cython.uint, size: cython.int) -> None:
+        self.log.append(("w", off, size, value))
+
+    def _complete(self, response: object, selftest_done: cython.bint, failed: cython.bint) -> None:
+        self.log.append(("complete", bytes(response), selftest_done, failed))  # type: ignore[call-overload]
