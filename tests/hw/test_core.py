@@ -342,3 +342,61 @@ def test_a_refused_access_does_not_apply_a_posted_completion(recording_core_clas
         core.write(0, 0x100, 1)
     assert core.log == []
     assert core.poll() is True
+
+
+# ---------------------------------------------------------------------------
+# Every register core goes through this one door
+# ---------------------------------------------------------------------------
+
+ENTRY_POINTS = ("read", "write", "read_many", "write_many", "complete", "post", "poll", "set_established")
+
+
+def test_cores_inherit_every_entry_point(impl: str, core_class: type, crb_core_class: type) -> None:
+    import tpmdev.hw
+
+    base = (tpmdev.hw.core if impl == "c" else tpmdev.hw.pure("core")).MmioCore
+    for cls in (core_class, crb_core_class):
+        assert issubclass(cls, base)
+        assert [name for name in ENTRY_POINTS if name in vars(cls)] == []
+
+
+MISUSE = [
+    ("read", (True, 1)),
+    ("read", (np.float64(0), 1)),
+    ("read", (None, 4)),
+    ("read", (0x10, 3)),
+    ("read", (0x10, True)),
+    ("read", (-1, 1)),
+    ("read", (2**64, 4)),
+    ("read", (np.uint64(2**64 - 1), 1)),
+    ("write", (0x10, -1, 1)),
+    ("write", (0x10, 1.0, 1)),
+    ("write", (0x10, np.int8(-1), 1)),
+    ("write", (0x10, 0x100, 1)),
+    ("write", (0x10, 2**64, 4)),
+    ("read_many", (0x24, True)),
+    ("read_many", (0x24, -1)),
+    ("read_many", (0x24, 2**64)),
+    ("write_many", (0x24, [1])),
+    ("write_many", (0x24, b"\x01\x02\x03", 2)),
+    ("complete", ("x",)),
+    ("post", (5,)),
+]
+
+
+@pytest.mark.parametrize("call", MISUSE, ids=repr)
+def test_cores_refuse_as_the_door_does(
+    recording_core_class: type, core_class: type, crb_core_class: type, call: tuple[str, tuple[Any, ...]]
+) -> None:
+    # Word for word the base's refusal, with the core's name, region and sizes.
+    name, args = call
+    for core, door, label in (
+        (core_class(2, 4096), recording_core_class(0x5000, (1, 2, 4)), "TIS"),
+        (crb_core_class(2, 3968), recording_core_class(0x1000, (1, 2, 4, 8)), "CRB"),
+    ):
+        with pytest.raises(AccessError) as want:
+            getattr(door, name)(*args)
+        with pytest.raises(AccessError) as got:
+            getattr(core, name)(*args)
+        assert str(got.value) == str(want.value).replace("RecordingCore", label)
+        assert str(got.value).startswith(f"{label} ")
