@@ -49,9 +49,12 @@ the owner's thread at the next access or :meth:`MmioCore.poll`, the way QEMU
 applies completions on its main loop.
 
 *The established flag* is never cached in a core: each read that shows it
-asks (``REQUEST_ESTABLISHED``), as QEMU's frontends ask their backend (which
-keeps the one cache). No answer (no owner, or an owner that did not answer)
-reads as "not established", as QEMU shows a failed query.
+asks, as QEMU's frontends ask their backend (which keeps the one cache). An
+owner that can answer at once gives the core a zero-argument callable with
+:meth:`MmioCore.set_established_source`; a read then costs one call of it (a
+true result means established) instead of a ``REQUEST_ESTABLISHED`` round
+trip. No answer (no owner, or an owner that did not answer) reads as "not
+established", as QEMU shows a failed query.
 
 *Repeated accesses.* ``write_many`` / ``read_many`` are that many single
 accesses to one register in one call (string I/O, a driver's byte loop into
@@ -70,7 +73,7 @@ from typing import Callable, Optional, Union
 
 import cython
 
-from tpmdev.errors import AccessError
+from tpmdev.errors import AccessError, ConfigurationError
 
 __all__ = [
     "MmioCore",
@@ -160,6 +163,7 @@ class MmioCore:
         self._sizes = mask
         self._size_list = tuple(sorted(set(sizes)))
         self._request = request
+        self._established_source: Optional[Callable[[], object]] = None
         self._posted = None
         self._established = _UNKNOWN
         self._size = 0
@@ -377,6 +381,9 @@ class MmioCore:
 
     def _query_established(self) -> cython.int:
         """The owner's established flag now: 1, 0, or -1 if it did not answer."""
+        source = self._established_source
+        if source is not None:
+            return 1 if source() else 0
         self._established = _UNKNOWN
         self._ask(REQUEST_ESTABLISHED)
         return self._established
@@ -386,6 +393,20 @@ class MmioCore:
         established flag, shown by the read that asked. Only an answer given
         inside that request counts; nothing is cached."""
         self._established = 1 if established else 0
+
+    def set_established_source(self, source: Optional[Callable[[], object]]) -> None:
+        """Answer the established flag by calling *source* (no arguments; a
+        true result means established) at each read that shows it, in place
+        of :data:`REQUEST_ESTABLISHED`. None goes back to the request.
+
+        *source* is called on the guest's access path: it must not raise
+        (an owner contains its backend's failures and answers False)."""
+        if source is not None and not callable(source):
+            raise ConfigurationError(
+                f"{self._name} set_established_source: the source must be a callable or None, "
+                f"got {type(source).__name__}"
+            )
+        self._established_source = source
 
     def complete(self, response: BytesLike, selftest_done: bool = False, failed: bool = False) -> None:
         """Deliver the response to the command in flight.

@@ -49,9 +49,10 @@ owner answers a command with ``complete`` (or ``post`` from another thread,
 applied at the next access or ``poll``); a completion with no command in
 EXECUTION is ignored.
 
-*Established flag.* Not cached here: every ACCESS read asks the owner, as
-QEMU's TIS asks its backend (which keeps the one cache). No answer reads as
-"not established", as QEMU shows a failed query.
+*Established flag.* Not cached here: every ACCESS read asks the owner (its
+established-flag source, or ``REQUEST_ESTABLISHED``), as QEMU's TIS asks its
+backend (which keeps the one cache). No answer reads as "not established",
+as QEMU shows a failed query.
 
 *QEMU versions.* ``int_any_locality=True`` takes INT_ENABLE and INT_STATUS
 writes from any locality 0..3 (QEMU 8.0 and later, and the I2C frontend);

@@ -18,6 +18,7 @@ cdef class MmioCore:
     cdef unsigned int _sizes
     cdef tuple _size_list
     cdef object _request
+    cdef object _established_source
     cdef object _posted
     cdef int _established
     cdef int _size  # the size _check accepted last
