@@ -28,9 +28,12 @@ The core contract (what :meth:`Device._make_core` must return): an object with
 None``, ``complete(response, selftest_done=False[, failed=False])``,
 ``post(...)`` with the same arguments, ``poll() -> bool`` and
 ``set_established(bool)``; it calls the ``request`` callable it was given with
-one of the ``REQUEST_*`` kinds. A core asks for a command only when no command
-of its own is in flight (its previous completion was applied). A core that
-asks for REQUEST_RESET_ESTABLISHED also has ``active_locality``.
+one of the ``REQUEST_*`` kinds. A core with ``set_established_source`` is
+given a zero-argument callable answering the established flag instead of
+``REQUEST_ESTABLISHED`` (one call per read). A core asks for a command only
+when no command of its own is in flight (its previous completion was
+applied). A core that asks for REQUEST_RESET_ESTABLISHED also has
+``active_locality``.
 """
 
 from __future__ import annotations
@@ -44,7 +47,12 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError, StateError
-from tpmdev.hw import tis as _hw_tis
+from tpmdev.hw.core import (
+    REQUEST_CANCEL,
+    REQUEST_COMMAND,
+    REQUEST_ESTABLISHED,
+    REQUEST_RESET_ESTABLISHED,
+)
 from tpmdev.wire import FATAL_RESPONSE, is_selftest_done
 
 __all__ = [
@@ -57,12 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The request vocabulary shared by every core (same numbers everywhere).
-REQUEST_COMMAND: int = _hw_tis.REQUEST_COMMAND
-REQUEST_CANCEL: int = _hw_tis.REQUEST_CANCEL
-REQUEST_RESET_ESTABLISHED: int = _hw_tis.REQUEST_RESET_ESTABLISHED
-REQUEST_ESTABLISHED: int = _hw_tis.REQUEST_ESTABLISHED
 
 _VERSION_NAMES = {1: "TPM 1.2", 2: "TPM 2.0"}
 
@@ -138,6 +140,9 @@ class Device:
         self._worker: Optional[threading.Thread] = None
         self.core = self._make_core(self._on_request)
         self._core_failed = _takes_failed(self.core.complete)
+        set_source = getattr(self.core, "set_established_source", None)
+        if set_source is not None:
+            set_source(self._established_flag)
         self._bind_core()
         try:
             self.reset()
@@ -283,21 +288,27 @@ class Device:
         elif kind == REQUEST_CANCEL:
             if self.busy:
                 self._backend_call(self.backend.cancel)
-        elif kind == REQUEST_ESTABLISHED:
-            # QEMU caches only an answer: after a failure the flag reads as
-            # "not established" and the next read asks again.
-            try:
-                flag = self.backend.get_established_flag()
-            except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
-                self._report(exc)
-            else:
-                self.core.set_established(bool(flag))
+        elif kind == REQUEST_ESTABLISHED:  # (a core without an established-flag source)
+            self.core.set_established(self._established_flag())
         elif kind == REQUEST_RESET_ESTABLISHED:
             locality = self._established_locality()
             if locality is None:  # pragma: no cover - a core asks only for an active locality
                 return
             if self._backend_call(lambda: self.backend.reset_established_flag(locality)):
                 self._invalidate_established()
+
+    def _established_flag(self) -> bool:
+        """The backend's established flag, asked at each guest read that shows it.
+
+        QEMU caches only an answer (in the backend): after a failure the flag
+        reads as "not established", the error is reported, and the next read
+        asks again."""
+        try:
+            if self.backend.get_established_flag():
+                return True
+        except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
+            self._report(exc)
+        return False
 
     def _invalidate_established(self) -> None:
         # A core that still caches the flag forgets it; cores that ask the
