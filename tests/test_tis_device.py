@@ -599,3 +599,28 @@ def test_host_call_arguments_of_the_wrong_type_are_refused(tis_class: type[tpmde
         assert dev.wait(float("inf")) and dev.wait(0)
         with pytest.raises(tpmdev.ConfigurationError, match="close_old"):
             dev.attach(tpmdev.backends.Builtin(), close_old="no")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["source", "request"])
+def test_established_flag_one_policy_on_both_paths(tis_class: type[tpmdev.TIS], path: str) -> None:
+    # The device answers the core through a direct source (one call per read);
+    # a core without one asks with REQUEST_ESTABLISHED. Same answers, same policy.
+    class Flag(Broken):
+        answers: list[object] = [True, tpmdev.BackendError("control channel hiccup"), False, 1]
+        calls = 0
+
+        def get_established_flag(self) -> bool:
+            answer = self.answers[self.calls]
+            self.calls += 1
+            if isinstance(answer, Exception):
+                raise answer
+            return bool(answer)
+
+    errors: list[tpmdev.BackendError] = []
+    backend = Flag()
+    with tis_class(backend, on_backend_error=errors.append) as dev:
+        if path == "request":
+            dev.core.set_established_source(None)
+        reads = [dev.read(R.TPM_ACCESS, 1) for _ in Flag.answers]
+        assert reads == [0x80, 0x81, 0x81, 0x80] and backend.calls == 4
+        assert len(errors) == 1 and dev.backend_error is errors[0] and "hiccup" in str(errors[0])

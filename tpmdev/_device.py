@@ -31,7 +31,9 @@ The core contract (what :meth:`Device._make_core` returns): an object with
 None``, ``complete(response, selftest_done=False[, failed=False])``,
 ``post(...)`` with the same arguments, ``poll() -> bool`` and
 ``set_established(bool)``; it calls the ``request`` callable it was given with
-one of the ``REQUEST_*`` kinds; ``complete`` and ``poll`` may be called from
+one of the ``REQUEST_*`` kinds. A core with ``set_established_source`` is
+given a zero-argument callable answering the established flag instead of
+asking with ``REQUEST_ESTABLISHED`` (one call per read); ``complete`` and ``poll`` may be called from
 inside ``request`` (synchronous mode completes a command there). A core may
 ask for a command while one is in flight (the TIS does when a locality gave up
 the TPM without cancelling and another one sends a command): the device drops
@@ -67,7 +69,12 @@ from typing import Any, Callable, ClassVar, Optional, TypeVar
 
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError, StateError
-from tpmdev.hw import tis as _hw_tis
+from tpmdev.hw.core import (
+    REQUEST_CANCEL,
+    REQUEST_COMMAND,
+    REQUEST_ESTABLISHED,
+    REQUEST_RESET_ESTABLISHED,
+)
 from tpmdev.wire import FATAL_RESPONSE, is_selftest_done
 
 __all__ = [
@@ -83,12 +90,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The request vocabulary shared by every core (same numbers everywhere).
-REQUEST_COMMAND: int = _hw_tis.REQUEST_COMMAND
-REQUEST_CANCEL: int = _hw_tis.REQUEST_CANCEL
-REQUEST_RESET_ESTABLISHED: int = _hw_tis.REQUEST_RESET_ESTABLISHED
-REQUEST_ESTABLISHED: int = _hw_tis.REQUEST_ESTABLISHED
 
 _VERSION_NAMES = {1: "TPM 1.2", 2: "TPM 2.0"}
 
@@ -269,6 +270,9 @@ class Device:
         try:
             self.core = self._make_core(self._on_request)
             self._core_failed = _takes_failed(self.core.complete)
+            set_source = getattr(self.core, "set_established_source", None)
+            if set_source is not None:
+                set_source(self._established_flag)
             self._bind_core()
             self.reset()
         except BaseException:
@@ -487,15 +491,8 @@ class Device:
     # -- requests from the core ---------------------------------------------
     def _on_request(self, kind: int) -> None:
         # (the established flag first: a core may ask at every ACCESS read)
-        if kind == REQUEST_ESTABLISHED:
-            # QEMU caches only an answer: after a failure the flag reads as
-            # "not established" and the next read asks again.
-            try:
-                flag = self._owned.backend.get_established_flag()
-            except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
-                self._report(exc)
-            else:
-                self.core.set_established(bool(flag))
+        if kind == REQUEST_ESTABLISHED:  # (a core without an established-flag source)
+            self.core.set_established(self._established_flag())
         elif kind == REQUEST_COMMAND:
             self._command_ready()
         elif kind == REQUEST_CANCEL:
@@ -508,6 +505,19 @@ class Device:
             backend = self._owned.backend
             if self._backend_call(lambda: backend.reset_established_flag(locality)):
                 self._invalidate_established()
+
+    def _established_flag(self) -> bool:
+        """The backend's established flag, asked at each guest read that shows it.
+
+        QEMU caches only an answer (in the backend): after a failure the flag
+        reads as "not established", the error is reported, and the next read
+        asks again."""
+        try:
+            if self._owned.backend.get_established_flag():
+                return True
+        except Exception as exc:  # noqa: BLE001 - the guest must never see a host exception
+            self._report(exc)
+        return False
 
     def _invalidate_established(self) -> None:
         # A core that still caches the flag forgets it; cores that ask the

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tpmdev import AccessError, TpmDevError
+from tpmdev import AccessError, ConfigurationError, TpmDevError
+from tpmdev.hw import regs as R
 from tpmdev.hw.core import (
     ACCESS_SIZES,
     REQUEST_CANCEL,
@@ -342,3 +343,106 @@ def test_a_refused_access_does_not_apply_a_posted_completion(recording_core_clas
         core.write(0, 0x100, 1)
     assert core.log == []
     assert core.poll() is True
+
+
+# ---------------------------------------------------------------------------
+# Every register core goes through this one door
+# ---------------------------------------------------------------------------
+
+ENTRY_POINTS = ("read", "write", "read_many", "write_many", "complete", "post", "poll", "set_established")
+
+
+def test_cores_inherit_every_entry_point(impl: str, core_class: type, crb_core_class: type) -> None:
+    import tpmdev.hw
+
+    base = (tpmdev.hw.core if impl == "c" else tpmdev.hw.pure("core")).MmioCore
+    for cls in (core_class, crb_core_class):
+        assert issubclass(cls, base)
+        assert [name for name in ENTRY_POINTS if name in vars(cls)] == []
+
+
+MISUSE = [
+    ("read", (True, 1)),
+    ("read", (np.float64(0), 1)),
+    ("read", (None, 4)),
+    ("read", (0x10, 3)),
+    ("read", (0x10, True)),
+    ("read", (-1, 1)),
+    ("read", (2**64, 4)),
+    ("read", (np.uint64(2**64 - 1), 1)),
+    ("write", (0x10, -1, 1)),
+    ("write", (0x10, 1.0, 1)),
+    ("write", (0x10, np.int8(-1), 1)),
+    ("write", (0x10, 0x100, 1)),
+    ("write", (0x10, 2**64, 4)),
+    ("read_many", (0x24, True)),
+    ("read_many", (0x24, -1)),
+    ("read_many", (0x24, 2**64)),
+    ("write_many", (0x24, [1])),
+    ("write_many", (0x24, b"\x01\x02\x03", 2)),
+    ("complete", ("x",)),
+    ("post", (5,)),
+]
+
+
+@pytest.mark.parametrize("call", MISUSE, ids=repr)
+def test_cores_refuse_as_the_door_does(
+    recording_core_class: type, core_class: type, crb_core_class: type, call: tuple[str, tuple[Any, ...]]
+) -> None:
+    # Word for word the base's refusal, with the core's name, region and sizes.
+    name, args = call
+    for core, door, label in (
+        (core_class(2, 4096), recording_core_class(0x5000, (1, 2, 4)), "TIS"),
+        (crb_core_class(2, 3968), recording_core_class(0x1000, (1, 2, 4, 8)), "CRB"),
+    ):
+        with pytest.raises(AccessError) as want:
+            getattr(door, name)(*args)
+        with pytest.raises(AccessError) as got:
+            getattr(core, name)(*args)
+        assert str(got.value) == str(want.value).replace("RecordingCore", label)
+        assert str(got.value).startswith(f"{label} ")
+
+
+# ---------------------------------------------------------------------------
+# The established flag from a source: one call per read, nothing cached
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["TIS", "CRB"])
+def flag_core(request: pytest.FixtureRequest, core_class: type, crb_core_class: type) -> Any:
+    """(core, name, register showing the flag in bit 0 as "not established", another register, requests)."""
+    asked: list[int] = []
+    if request.param == "TIS":
+        core = core_class(2, 4096, 5, None, asked.append)
+        return core, "TIS", R.TPM_ACCESS, R.TPM_STS, asked
+    core = crb_core_class(2, 3968, asked.append)
+    return core, "CRB", R.TPM_LOC_STATE, R.TPM_LOC_STS, asked
+
+
+def test_established_source_answers_every_read(flag_core: Any) -> None:
+    core, _, reg, other, asked = flag_core
+    answers: list[object] = [True, False, 1, 0, None, "yes", np.True_]
+    calls: list[object] = []
+
+    def source() -> object:
+        calls.append(answers[len(calls)] if len(calls) < len(answers) else False)
+        return calls[-1]
+
+    core.set_established_source(source)
+    assert [core.read(reg, 1) & 1 for _ in answers] == [0, 1, 0, 1, 1, 0, 0]  # bit 0: NOT established
+    assert calls == answers and asked == []  # one call per read, no request round trip
+    core.read(other)
+    core.read(other, 1)
+    assert len(calls) == len(answers)  # only the register showing the flag asks
+    core.reset(2, 3968)
+    assert core.read(reg, 1) & 1 == 1 and len(calls) == len(answers) + 1  # kept across a reset
+    core.set_established_source(None)  # back to the request
+    assert core.read(reg, 1) & 1 == 1 and asked == [REQUEST_ESTABLISHED]
+
+
+def test_established_source_must_be_callable(flag_core: Any) -> None:
+    core, name, reg, _, asked = flag_core
+    for bad in (True, 5, "source"):
+        with pytest.raises(ConfigurationError, match=f"^{name} set_established_source"):
+            core.set_established_source(bad)
+    assert core.read(reg, 1) & 1 == 1 and asked == [REQUEST_ESTABLISHED]

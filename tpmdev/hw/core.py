@@ -18,11 +18,13 @@ points. Each makes the one access check: the offset and size are ints
 (numpy integers and other ``__index__`` types are taken, ``bool``, floats
 and None are not), the size is one of the core's sizes, the whole access
 lies in the region (``0 <= offset < region`` and ``size <= region - offset``:
-no addition, so nothing can overflow), and a written value is an int with
-``0 <= value < 2**(8 * size)``. A host that gets this wrong gets an
-:class:`~tpmdev.errors.AccessError` saying what was wrong; any access that
-passes is guest behaviour and never raises. Behind the door nothing is
-checked again (the compiled build has bounds checks off).
+no addition, so nothing can overflow), a written value is an int with
+``0 <= value < 2**(8 * size)`` and a ``read_many`` count an int
+``0 .. 0x1000000``. A host that gets this wrong gets an
+:class:`~tpmdev.errors.AccessError` naming the device and saying what was
+wrong, before anything reaches the model; any access that passes is guest
+behaviour and never raises. Behind the door nothing is checked again (the
+compiled build has bounds checks off).
 
 *Splitting.* QEMU's TPM devices take accesses of 1 to 4 bytes, naturally
 aligned. Every other access a guest makes through the address space (a
@@ -46,6 +48,14 @@ on another thread is handed over with :meth:`MmioCore.post` and applied on
 the owner's thread at the next access or :meth:`MmioCore.poll`, the way QEMU
 applies completions on its main loop.
 
+*The established flag* is never cached in a core: each read that shows it
+asks, as QEMU's frontends ask their backend (which keeps the one cache). An
+owner that can answer at once gives the core a zero-argument callable with
+:meth:`MmioCore.set_established_source`; a read then costs one call of it (a
+true result means established) instead of a ``REQUEST_ESTABLISHED`` round
+trip. No answer (no owner, or an owner that did not answer) reads as "not
+established", as QEMU shows a failed query.
+
 *Repeated accesses.* ``write_many`` / ``read_many`` are that many single
 accesses to one register in one call (string I/O, a driver's byte loop into
 a FIFO), with the posted completion applied before each, exactly as the
@@ -66,7 +76,7 @@ try:
 except ImportError:  # Cython builds the package; the pure variant runs without it
     from tpmdev.hw import _cython_shim as cython
 
-from tpmdev.errors import AccessError
+from tpmdev.errors import AccessError, ConfigurationError
 
 __all__ = [
     "MmioCore",
@@ -96,6 +106,8 @@ _MAX_PIECE = 4
 _UNKNOWN = -1
 #: All 32 bits; a typed constant so that compiled masking stays in C.
 _U32 = 0xFFFFFFFF
+#: The most accesses one ``read_many`` makes (a bound on the bytes it allocates).
+_MAX_COUNT = 0x1000000
 
 #: What a response may be given as.
 BytesLike = Union[bytes, bytearray, memoryview]
@@ -105,11 +117,13 @@ if sys.byteorder != "little":  # pragma: no cover - the register images are litt
 
 
 def _index(x: object) -> object:
-    """*x* as a Python int if it is an integer (``__index__``) but not a bool, else None."""
+    """*x* as a Python int if it is an integer of any type (``__index__``:
+    numpy's integer scalars, IntEnum), else None. bool is refused: it is an
+    int by inheritance only, never an offset, size, value or count."""
     if isinstance(x, bool):
         return None
     try:
-        return operator.index(x)  # type: ignore[arg-type]
+        return operator.index(x)  # type: ignore[arg-type]  # (numpy's bool refuses this itself)
     except TypeError:
         return None
 
@@ -152,6 +166,7 @@ class MmioCore:
         self._sizes = mask
         self._size_list = tuple(sorted(set(sizes)))
         self._request = request
+        self._established_source: Optional[Callable[[], object]] = None
         self._posted = None
         self._established = _UNKNOWN
         self._size = 0
@@ -164,7 +179,7 @@ class MmioCore:
         off: cython.Py_ssize_t = self._check("read", offset, size)
         sz: cython.int = self._size
         if self._posted is not None:
-            self.poll()
+            self._apply_posted()
         if sz <= _MAX_PIECE and not (off & (sz - 1)):
             return self._read(off, sz)
         return self._read_split(off, sz)
@@ -173,9 +188,9 @@ class MmioCore:
         """Write the *size*-byte *value* at *offset* (little-endian on the bus)."""
         off: cython.Py_ssize_t = self._check("write", offset, size)
         sz: cython.int = self._size
-        val: cython.ulonglong = self._value(offset, size, value, sz)
+        val: cython.ulonglong = self._value(value, size, sz)
         if self._posted is not None:
-            self.poll()
+            self._apply_posted()
         if sz <= _MAX_PIECE and not (off & (sz - 1)):
             self._write(off, val, sz)
         else:
@@ -184,7 +199,8 @@ class MmioCore:
     def write_many(self, offset: object, data: object, size: object = 1) -> None:
         """Write *data* to the register at *offset* as ``len(data) // size``
         successive *size*-byte writes (little-endian chunks), exactly as that
-        many :meth:`write` calls would, in one call.
+        many :meth:`write` calls would, in one call (string I/O; a driver's
+        byte loop into a FIFO).
         """
         off: cython.Py_ssize_t = self._check("write", offset, size)
         sz: cython.int = self._size
@@ -209,7 +225,7 @@ class MmioCore:
             for j in range(sz - 1, -1, -1):
                 value = (value << 8) | raw[i + j]
             if self._posted is not None:
-                self.poll()
+                self._apply_posted()
             if aligned:
                 self._write(off, value, sz)
             else:
@@ -218,23 +234,23 @@ class MmioCore:
     def read_many(self, offset: object, count: object, size: object = 1) -> bytes:
         """*count* successive *size*-byte reads of the register at *offset*,
         exactly as that many :meth:`read` calls would, returned as bytes
-        (each value little-endian).
+        (each value little-endian). A response drained in one call.
         """
         off: cython.Py_ssize_t = self._check("read", offset, size)
         sz: cython.int = self._size
         aligned: cython.bint = sz <= _MAX_PIECE and not (off & (sz - 1))
-        cnt: cython.Py_ssize_t
+        cnt: cython.Py_ssize_t = self._bounded(count, _MAX_COUNT)
         i: cython.Py_ssize_t
         j: cython.Py_ssize_t
         value: cython.ulonglong
-        number = _index(count)
-        if number is None or not 0 <= number <= 0x1000000:  # type: ignore[operator]
-            raise AccessError(f"{self._name} read_many: count {count!r} must be an int 0 .. 0x1000000")
-        cnt = number
+        if cnt < 0:
+            raise AccessError(
+                f"{self._name} read_many: count {count!r} must be an int 0 .. 0x{_MAX_COUNT:X} (not bool)"
+            )
         out = bytearray(cnt * sz)
         for i in range(cnt):
             if self._posted is not None:
-                self.poll()
+                self._apply_posted()
             value = self._read(off, sz) if aligned else self._read_split(off, sz)
             for j in range(sz):
                 out[i * sz + j] = (value >> (8 * j)) & 0xFF
@@ -242,14 +258,27 @@ class MmioCore:
 
     # -- the one check ----------------------------------------------------
     def _check(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
-        """Check an access; return the offset and leave the size in ``_size``."""
+        """Check an access; return the offset and leave the size in ``_size``.
+
+        Exact ints go straight to the C conversion; other integer types are
+        converted first; the rest are refused. A conversion that overflows
+        is out of range. The range test never adds, so it cannot overflow.
+        """
         off: cython.Py_ssize_t
         sz: cython.Py_ssize_t
-        if type(offset) is not int or type(size) is not int:  # exact: bool, numpy go slow
-            return self._check_slow(op, offset, size)
+        o: object = offset
+        s: object = size
+        if type(o) is not int or type(s) is not int:
+            o = _index(offset)
+            s = _index(size)
+            if o is None or s is None:
+                raise AccessError(
+                    f"{self._name} {op}: offset and size must be ints (numpy integers too; not bool), "
+                    f"got offset={offset!r}, size={size!r}"
+                )
         try:
-            off = offset
-            sz = size
+            off = o
+            sz = s
         except OverflowError:
             raise AccessError(self._bad_range(op, offset, size)) from None
         if (
@@ -264,17 +293,7 @@ class MmioCore:
         self._size = sz
         return off
 
-    def _check_slow(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
-        """Integers that are not exactly ``int`` (numpy, IntEnum): as ints; the rest refused."""
-        off = _index(offset)
-        sz = _index(size)
-        if off is None or sz is None:
-            raise AccessError(
-                f"{self._name} {op}: offset and size must be ints, got offset={offset!r}, size={size!r}"
-            )
-        return self._check(op, off, sz)
-
-    def _value(self, offset: object, size: object, value: object, sz: cython.int) -> cython.ulonglong:
+    def _value(self, value: object, size: object, sz: cython.int) -> cython.ulonglong:
         """A written value as an unsigned integer of *sz* bytes, or AccessError."""
         val: cython.ulonglong
         number: object = value
@@ -282,17 +301,32 @@ class MmioCore:
             number = _index(value)
             if number is None:
                 raise AccessError(
-                    f"{self._name} write: value must be an int, got value={value!r} "
-                    f"(offset={offset!r}, size={size!r})"
+                    f"{self._name} write: value must be an int (numpy integers too; not bool), got {value!r}"
                 )
         try:
             val = number
-        except OverflowError:
+        except OverflowError:  # negative, or 2**64 and above
             raise AccessError(self._bad_value(size, value)) from None
         # Two shifts: one by 64 is undefined in C; a negative stays negative in Python.
         if (val >> (8 * sz - 1)) >> 1:
             raise AccessError(self._bad_value(size, value))
         return val
+
+    def _bounded(self, x: object, limit: cython.Py_ssize_t) -> cython.Py_ssize_t:
+        """*x* if it is an int (any integer type, not bool) in ``0 .. limit``, else -1.
+
+        For a subclass's own host arguments (a count, a locality number); the
+        caller raises with its own message."""
+        n: cython.Py_ssize_t = -1
+        number: object = x if type(x) is int else _index(x)
+        if number is not None:
+            try:
+                n = number
+            except OverflowError:
+                return -1
+        if n < 0 or n > limit:
+            return -1
+        return n
 
     def _bad_range(self, op: str, offset: object, size: object) -> str:
         sizes = ", ".join(str(s) for s in self._size_list)
@@ -349,14 +383,33 @@ class MmioCore:
             self._request(kind)
 
     def _query_established(self) -> cython.int:
-        """Ask the owner for the established flag now: 1, 0, or -1 if it did not answer."""
+        """The owner's established flag now: 1, 0, or -1 if it did not answer."""
+        source = self._established_source
+        if source is not None:
+            return 1 if source() else 0
         self._established = _UNKNOWN
         self._ask(REQUEST_ESTABLISHED)
         return self._established
 
     def set_established(self, established: bool) -> None:
-        """The owner's answer to :data:`REQUEST_ESTABLISHED`."""
+        """The owner's answer to :data:`REQUEST_ESTABLISHED`: the backend's
+        established flag, shown by the read that asked. Only an answer given
+        inside that request counts; nothing is cached."""
         self._established = 1 if established else 0
+
+    def set_established_source(self, source: Optional[Callable[[], object]]) -> None:
+        """Answer the established flag by calling *source* (no arguments; a
+        true result means established) at each read that shows it, in place
+        of :data:`REQUEST_ESTABLISHED`. None goes back to the request.
+
+        *source* is called on the guest's access path: it must not raise
+        (an owner contains its backend's failures and answers False)."""
+        if source is not None and not callable(source):
+            raise ConfigurationError(
+                f"{self._name} set_established_source: the source must be a callable or None, "
+                f"got {type(source).__name__}"
+            )
+        self._established_source = source
 
     def complete(self, response: BytesLike, selftest_done: bool = False, failed: bool = False) -> None:
         """Deliver the response to the command in flight.
@@ -372,7 +425,9 @@ class MmioCore:
         self._complete(response, bool(selftest_done), bool(failed))
 
     def post(self, response: BytesLike, selftest_done: bool = False, failed: bool = False) -> None:
-        """Hand over a completion from another thread; applied at the next access."""
+        """Hand over a completion from another thread; applied at the next access.
+
+        A second post before the first was applied replaces it."""
         if not isinstance(response, (bytes, bytearray, memoryview)):
             raise AccessError(
                 f"{self._name} post: response must be bytes-like, got {type(response).__name__}"
@@ -381,6 +436,9 @@ class MmioCore:
 
     def poll(self) -> bool:
         """Apply a posted completion now. Returns True if there was one."""
+        return bool(self._apply_posted())
+
+    def _apply_posted(self) -> cython.bint:
         posted = self._posted
         if posted is None:
             return False

@@ -25,8 +25,9 @@ outside the region here.)
 read of any size at any lane is the stored bytes. The one computed bit is
 LOC_STATE.tpmEstablished (bit 0 = NOT the backend's established flag), and
 only for an access whose address is exactly the window's offset 0. The core
-asks its owner for the flag at each such read (``REQUEST_ESTABLISHED``); it
-caches nothing, as QEMU's CRB caches nothing (the backend does).
+asks its owner for the flag at each such read (its established-flag source,
+or ``REQUEST_ESTABLISHED``); it caches nothing, as QEMU's CRB caches nothing
+(the backend does).
 
 *Writes* to the data buffer store bytes. Writes to the registers never store
 their value: QEMU dispatches on the exact address (byte lane 0 of LOC_CTRL,

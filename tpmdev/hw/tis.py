@@ -3,7 +3,8 @@
 Implements the TCG PC Client TIS 1.3 / PTP FIFO interface (TPM 1.2 and
 TPM 2.0) with the behaviour, quirks included, of QEMU 7.2's TIS core. This is
 the hot path: ordinary typed Python, compiled in place by Cython with the
-declarations in ``ext/tpmdev/hw/tis.pxd``; the same source runs uncompiled.
+declarations in ``ext/tpmdev/hw/tis.pxd``, on the shared access layer of
+:mod:`tpmdev.hw.core`; the same source runs uncompiled.
 
 Theory of operation
 -------------------
@@ -12,10 +13,13 @@ Theory of operation
 ``locality = offset >> 12``; the register is the 4-byte slot
 ``offset & 0xFFC`` and ``offset & 3`` is the byte lane. Registers are
 computed as 32-bit values and shifted right by the lane; FIFO ports instead
-move up to ``4 - lane`` bytes, first byte in bits 0..7. An access that is not
-naturally aligned is split into aligned pieces first, exactly as QEMU's memory
-core splits every qtest access (``readl 0x19`` = ``readb 0x19`` +
-``readw 0x1A`` + ``readb 0x1C``). Every write to locality 4 is dropped.
+move up to ``4 - lane`` bytes, first byte in bits 0..7. Accesses are 1, 2 or
+4 bytes. The entry points (``read``, ``write``, ``read_many``,
+``write_many``), their host-input checks and the splitting of an access that
+is not naturally aligned (``readl 0x19`` = ``readb 0x19`` + ``readw 0x1A`` +
+``readb 0x1C``, as QEMU's memory core splits every qtest access) are
+:class:`~tpmdev.hw.core.MmioCore`'s: this module sees aligned pieces only.
+Every write to locality 4 is dropped.
 
 *Register file.* ``mmio`` is a numpy uint8 array holding the stored value of
 every register slot (little-endian): ACCESS (byte 0, with the internal Seize
@@ -37,21 +41,18 @@ COMPLETION. Command and response share one buffer and one offset
 and records ``_cmd_locty``; :meth:`TisCore.complete` delivers the response.
 
 *Sans-IO boundary.* The core never runs a TPM. It tells its owner what it
-needs through one callable, ``request(kind)``, with ``kind`` one of the
-``REQUEST_*`` numbers: a command is ready (read it with
-:attr:`TisCore.pending_command`), a cancel is wanted, the established flag
-should be reset, or the established flag is needed (answer with
-:meth:`TisCore.set_established` inside the call). The owner answers a command
-by calling :meth:`TisCore.complete`, synchronously inside the request or
-later; a completion with no command in EXECUTION is ignored. A completion
-produced on another thread is handed over with :meth:`TisCore.post` and
-applied on the owner's thread at the next access (or :meth:`TisCore.poll`),
-the way QEMU delivers it on its main loop.
+needs through the shared vocabulary of :mod:`tpmdev.hw.core` (one callable,
+``request(kind)``, with the ``REQUEST_*`` kinds, re-exported here): a command
+is ready (read it with :attr:`TisCore.pending_command`), a cancel is wanted,
+the established flag should be reset, or the established flag is needed. The
+owner answers a command with ``complete`` (or ``post`` from another thread,
+applied at the next access or ``poll``); a completion with no command in
+EXECUTION is ignored.
 
-*Established flag.* Not cached here: every ACCESS read asks the owner, as
-QEMU's TIS asks its backend (which keeps the one cache). No answer (no owner,
-or the owner could not tell) reads as "not established", as QEMU shows a
-failed query.
+*Established flag.* Not cached here: every ACCESS read asks the owner (its
+established-flag source, or ``REQUEST_ESTABLISHED``), as QEMU's TIS asks its
+backend (which keeps the one cache). No answer reads as "not established",
+as QEMU shows a failed query.
 
 *QEMU versions.* ``int_any_locality=True`` takes INT_ENABLE and INT_STATUS
 writes from any locality 0..3 (QEMU 8.0 and later, and the I2C frontend);
@@ -61,10 +62,10 @@ the default drops them unless the locality is active (QEMU 7.2).
 called with the new level only when it changes. As in QEMU, the line is raised
 by any enabled event and lowered only by INT_STATUS writes.
 
-*Host input.* The entry points take offsets, sizes, values and counts as
-ints or any integer type with ``__index__`` (numpy's included), never bool,
-and refuse anything outside the region with :class:`~tpmdev.errors.AccessError`
-before any arithmetic, so no size can make a check overflow.
+*Host input.* Checked once, at the door, by :class:`~tpmdev.hw.core.MmioCore`
+(ints or any ``__index__`` type, never bool; nothing outside the region; no
+arithmetic that could overflow); a refusal is an
+:class:`~tpmdev.errors.AccessError` naming the TIS.
 
 Invariants: ``0 <= _bufsize <= TIS_BUFFER_MAX``; ``0 <= _rw_offset <=
 _bufsize``, except that reads can take it at most three past
@@ -76,8 +77,6 @@ are kept within 32 bits explicitly so that C and Python arithmetic agree.
 
 from __future__ import annotations
 
-import operator
-import sys
 from typing import Callable, Optional
 
 try:
@@ -87,6 +86,13 @@ except ImportError:  # Cython builds the package; the pure variant runs without 
 import numpy as np
 
 from tpmdev.errors import AccessError
+from tpmdev.hw.core import (
+    REQUEST_CANCEL,
+    REQUEST_COMMAND,
+    REQUEST_ESTABLISHED,
+    REQUEST_RESET_ESTABLISHED,
+    MmioCore,
+)
 from tpmdev.hw.regs import (
     TIS_BUFFER_MAX,
     TIS_NO_DATA_BYTE,
@@ -151,20 +157,8 @@ __all__ = [
     "REQUEST_ESTABLISHED",
 ]
 
-#: A command is ready in the buffer (read :attr:`TisCore.pending_command`).
-REQUEST_COMMAND = 1
-#: The backend should cancel the command in flight.
-REQUEST_CANCEL = 2
-#: The backend should reset its established flag (TPM 2.0, locality 3).
-REQUEST_RESET_ESTABLISHED = 3
-#: The established flag is needed: answer with :meth:`TisCore.set_established`.
-REQUEST_ESTABLISHED = 4
-
 #: All 32 bits; a typed constant so that compiled masking stays in C.
 _U32 = 0xFFFFFFFF
-
-if sys.byteorder != "little":  # pragma: no cover - the register image is little-endian
-    raise ImportError("tpmdev's register models need a little-endian host")
 
 
 def _size_mask(size: cython.int) -> cython.uint:
@@ -174,11 +168,13 @@ def _size_mask(size: cython.int) -> cython.uint:
 
 
 @cython.cclass
-class TisCore:
+class TisCore(MmioCore):
     """The TIS register file and state machines of one device.
 
-    ``read``/``write`` are the entry points a guest (or simulator) calls;
-    they validate their arguments and never raise for any in-range access.
+    ``read``/``write`` (and ``read_many``/``write_many``) are the entry
+    points a guest (or simulator) calls, inherited from
+    :class:`~tpmdev.hw.core.MmioCore`: they check the host's arguments and
+    never raise for any in-range access.
 
     *tpm_version* and *bufsize* are as for :meth:`reset`; *irq_num* is the
     value of INT_VECTOR; *irq* is called with the new line level on every
@@ -196,6 +192,7 @@ class TisCore:
         request: Optional[Callable[[int], object]] = None,
         int_any_locality: bool = False,
     ) -> None:
+        MmioCore.__init__(self, "TIS", TIS_REGION_SIZE, (1, 2, 4), request)
         self.mmio = np.full(TIS_REGION_SIZE, 0xFF, dtype=np.uint8)
         self._m8 = self.mmio.data
         self._m32 = self.mmio.data.cast("I")
@@ -203,11 +200,8 @@ class TisCore:
         self._buf = self._buffer
         self._state = bytearray(TIS_NUM_LOCALITIES)
         self._irq = irq
-        self._request = request
         self._irq_level = 0
         self._int_any_locality = bool(int_any_locality)
-        self._established = 0
-        self._posted = None
         self._version = 0
         self._bufsize = 0
         self._rw_offset = 0
@@ -230,103 +224,9 @@ class TisCore:
         self.reset(tpm_version, bufsize)
 
     # ------------------------------------------------------------------
-    # Entry points (validated), then the unchecked model.
+    # The register model (aligned pieces of 1, 2 or 4 bytes; the entry
+    # points, their checks and the splitting are MmioCore's)
     # ------------------------------------------------------------------
-    def read(self, offset: object, size: object = 4) -> int:
-        """Read *size* (1, 2 or 4) bytes at *offset* (0 .. 0x4FFF)."""
-        sz: cython.int = _check_size("read", offset, size)
-        off: cython.Py_ssize_t = _check_offset("read", offset, sz)
-        if self._posted is not None:
-            self.poll()
-        if off & (sz - 1):
-            return self._read_split(off, sz)
-        return self._read(off, sz)
-
-    def write(self, offset: object, value: object, size: object = 4) -> None:
-        """Write the low *size* (1, 2 or 4) bytes of *value* at *offset*."""
-        sz: cython.int = _check_size("write", offset, size)
-        off: cython.Py_ssize_t = _check_offset("write", offset, sz)
-        val: cython.uint = _check_value(value, sz)
-        if self._posted is not None:
-            self.poll()
-        if off & (sz - 1):
-            self._write_split(off, val, sz)
-        else:
-            self._write(off, val, sz)
-
-    # -- repeated accesses to one register (string I/O, DMA-like bursts) --
-    def write_many(self, offset: object, data: object, size: object = 1) -> None:
-        """Write *data* to the register at *offset* as ``len(data) // size``
-        successive *size*-byte writes (little-endian chunks), exactly as that
-        many :meth:`write` calls would, in one call. For bursts into the
-        FIFO: ``write_many(0x24, command)`` is a driver's byte loop.
-        """
-        sz: cython.int = _check_size("write", offset, size)
-        off: cython.Py_ssize_t = _check_offset("write", offset, sz)
-        i: cython.Py_ssize_t
-        k: cython.Py_ssize_t
-        n: cython.Py_ssize_t
-        j: cython.Py_ssize_t
-        value: cython.uint
-        raw: bytes
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise AccessError(f"TIS write_many: data must be bytes-like, got {type(data).__name__}")
-        raw = bytes(data)
-        n = len(raw)
-        if n % sz:
-            raise AccessError(f"TIS write_many: {n} bytes of data are not a whole number of {sz}-byte writes")
-        for k in range(n // sz):  # (a constant step keeps the compiled loop in C)
-            i = k * sz
-            value = 0
-            for j in range(sz - 1, -1, -1):
-                value = (value << 8) | raw[i + j]
-            if self._posted is not None:
-                self.poll()
-            if off & (sz - 1):
-                self._write_split(off, value, sz)
-            else:
-                self._write(off, value, sz)
-
-    def read_many(self, offset: object, count: object, size: object = 1) -> bytes:
-        """*count* successive *size*-byte reads of the register at *offset*,
-        exactly as that many :meth:`read` calls would, returned as bytes
-        (each value little-endian). ``read_many(0x24, n)`` drains a response.
-        """
-        sz: cython.int = _check_size("read", offset, size)
-        off: cython.Py_ssize_t = _check_offset("read", offset, sz)
-        cnt: cython.Py_ssize_t = _check_count(count)
-        i: cython.Py_ssize_t
-        j: cython.Py_ssize_t
-        value: cython.uint
-        out = bytearray(cnt * sz)
-        for i in range(cnt):
-            if self._posted is not None:
-                self.poll()
-            value = self._read_split(off, sz) if off & (sz - 1) else self._read(off, sz)
-            for j in range(sz):
-                out[i * sz + j] = (value >> (8 * j)) & 0xFF
-        return bytes(out)
-
-    # -- splitting of unaligned accesses, as QEMU's memory core does it --
-    def _read_split(self, off: cython.Py_ssize_t, size: cython.int) -> cython.uint:
-        result: cython.uint = 0
-        done: cython.int = 0
-        piece: cython.int
-        while done < size:
-            piece = _piece(off + done, size - done)
-            result |= self._read(off + done, piece) << (8 * done)
-            done += piece
-        return result
-
-    def _write_split(self, off: cython.Py_ssize_t, value: cython.uint, size: cython.int) -> None:
-        done: cython.int = 0
-        piece: cython.int
-        while done < size:
-            piece = _piece(off + done, size - done)
-            self._write(off + done, (value >> (8 * done)) & _size_mask(piece), piece)
-            done += piece
-
-    # -- the register model proper (aligned accesses only) ----------------
     def _read(self, off: cython.Py_ssize_t, size: cython.int) -> cython.uint:
         locty: cython.int = off >> 12
         reg: cython.int = off & 0xFFC
@@ -546,9 +446,7 @@ class TisCore:
                 break
         # Asked at every read, as QEMU asks its backend (which caches it);
         # no answer reads as "not established".
-        self._established = 0
-        self._ask(REQUEST_ESTABLISHED)
-        if not self._established:
+        if self._query_established() != 1:
             val |= TPM_ACCESS_TPM_ESTABLISHMENT
         return val
 
@@ -679,18 +577,14 @@ class TisCore:
                 self._irq(level)
 
     # -- the boundary with the device layer ---------------------------------
-    def _ask(self, kind: cython.int) -> None:
-        if self._request is not None:
-            self._request(kind)
-
     def _send(self, locty: cython.int) -> None:
         # rw_offset keeps the command length until the response arrives
         self._state[locty] = TIS_STATE_EXECUTION
         self._cmd_locty = locty
         self._ask(REQUEST_COMMAND)
 
-    def complete(self, response: bytes, selftest_done: bool = False, failed: bool = False) -> None:
-        """Deliver the response to the command in flight.
+    def _complete(self, response: object, selftest_done: cython.bint, failed: cython.bint) -> None:
+        """The response to the command in flight (``complete``, ``poll``).
 
         *response* is copied into the shared buffer (cut to the buffer size).
         *selftest_done* reports a successful TPM 1.2 ContinueSelfTest.
@@ -702,16 +596,18 @@ class TisCore:
         locty: cython.int = self._cmd_locty
         loc: cython.int
         n: cython.Py_ssize_t
+        data: bytes
         if locty == TIS_NO_LOCALITY or self._state[locty] != TIS_STATE_EXECUTION:
             return
         # QUIRK: when a second tpmGo arrived while this command ran, _send
         # made the second locality the command's locality: the response
         # lands there and the first locality stays in EXECUTION (QEMU 7.2).
         self._cmd_locty = TIS_NO_LOCALITY
-        n = len(response)
+        data = response if type(response) is bytes else bytes(response)  # type: ignore[call-overload]
+        n = len(data)
         if n > self._bufsize:
             n = self._bufsize
-        self._buffer[:n] = response[:n]
+        self._buffer[:n] = data[:n]
         if selftest_done:
             for loc in range(TIS_NUM_LOCALITIES):
                 i: cython.Py_ssize_t = ((loc << 12) + TPM_STS) >> 2
@@ -722,25 +618,6 @@ class TisCore:
         if self._next != TIS_NO_LOCALITY:
             self._abort()
         self._raise_irq(locty, TPM_INT_DATA_AVAIL | TPM_INT_STS_VALID)
-
-    def post(self, response: bytes, selftest_done: bool = False, failed: bool = False) -> None:
-        """Hand over a completion from another thread; applied at the next access."""
-        self._posted = (bytes(response), bool(selftest_done), bool(failed))  # type: ignore[assignment]
-
-    def poll(self) -> bool:
-        """Apply a posted completion now. Returns True if there was one."""
-        posted = self._posted
-        if posted is None:
-            return False
-        self._posted = None
-        self.complete(posted[0], posted[1], posted[2])
-        return True
-
-    def set_established(self, established: bool) -> None:
-        """Answer a ``REQUEST_ESTABLISHED``: the backend's established flag,
-        shown (inverted) in ACCESS bit 0 by the read that asked. Only an
-        answer given inside that request counts; nothing is cached."""
-        self._established = 1 if established else 0
 
     def invalidate_established(self) -> None:
         """Nothing to do: the core keeps no established flag (every ACCESS
@@ -821,7 +698,7 @@ class TisCore:
         self._next = TIS_NO_LOCALITY
         self._aborting = TIS_NO_LOCALITY
         self._cmd_locty = TIS_NO_LOCALITY
-        self._posted = None
+        self._drop_posted()
         for locty in range(TIS_NUM_LOCALITIES):
             base = locty << 12
             self._set32(base + TPM_ACCESS, TPM_ACCESS_TPM_REG_VALID_STS)
@@ -859,14 +736,8 @@ class TisCore:
 
     def locality_state(self, locality: object) -> int:
         """The command state (``TIS_STATE_*``) of *locality* (0 .. 4)."""
-        loc: cython.Py_ssize_t = -1
-        n: object = locality if type(locality) is int else _as_index(locality)
-        if n is not None:
-            try:
-                loc = n
-            except OverflowError:
-                pass
-        if loc < 0 or loc >= TIS_NUM_LOCALITIES:
+        loc: cython.Py_ssize_t = self._bounded(locality, TIS_NUM_LOCALITIES - 1)
+        if loc < 0:
             raise AccessError(f"TIS locality_state: locality {locality!r} must be an int 0 .. 4 (not bool)")
         return int(self._state[loc])
 
@@ -879,111 +750,3 @@ class TisCore:
     def buffer(self) -> bytearray:
         """The shared command/response buffer (4096 bytes, live)."""
         return self._buffer
-
-
-def _as_index(x: object) -> object:
-    """*x* as a Python int if it is an integer of another type (anything
-    with ``__index__``, such as numpy's integer scalars), else None. bool is
-    refused: it is an int by inheritance only, never a register offset."""
-    if isinstance(x, bool):
-        return None
-    try:
-        return operator.index(x)  # type: ignore[arg-type]  # (numpy's bool refuses this itself)
-    except TypeError:
-        return None
-
-
-def _check_size(op: str, offset: object, size: object) -> cython.int:
-    """The entry points' size check: 1, 2 or 4. Returns it as a C int."""
-    sz: cython.Py_ssize_t
-    n: object = size
-    if type(n) is not int:  # exact ints skip the conversion
-        n = _as_index(size)
-        if n is None:
-            raise AccessError(_bad_type(op, offset, size))
-    try:
-        sz = n
-    except OverflowError:
-        raise AccessError(_bad_range(op, offset, size)) from None
-    if sz != 4 and sz != 1 and sz != 2:
-        raise AccessError(_bad_range(op, offset, size))
-    return sz
-
-
-def _check_offset(op: str, offset: object, size: cython.int) -> cython.Py_ssize_t:
-    """The entry points' offset check: the *size*-byte access (size already
-    checked) lies in the region. No sum is formed, so nothing can overflow."""
-    off: cython.Py_ssize_t
-    n: object = offset
-    if type(n) is not int:
-        n = _as_index(offset)
-        if n is None:
-            raise AccessError(_bad_type(op, offset, size))
-    try:
-        off = n
-    except OverflowError:
-        raise AccessError(_bad_range(op, offset, size)) from None
-    if off < 0 or off > TIS_REGION_SIZE - size:
-        raise AccessError(_bad_range(op, offset, size))
-    return off
-
-
-def _check_value(value: object, size: cython.int) -> cython.uint:
-    """The write value check: an int with 0 <= value < 2**(8 * size)."""
-    val: cython.longlong
-    n: object = value
-    if type(n) is not int:
-        n = _as_index(value)
-        if n is None:
-            raise AccessError(
-                f"TIS write: value must be an int (numpy integers too; not bool), got {value!r}"
-            )
-    try:
-        val = n
-    except OverflowError:
-        raise AccessError(_bad_value(size, value)) from None
-    if val < 0 or (val >> (8 * size)) != 0:
-        raise AccessError(_bad_value(size, value))
-    return val
-
-
-def _check_count(count: object) -> cython.Py_ssize_t:
-    """The read_many count check: an int 0 .. 0x1000000."""
-    cnt: cython.Py_ssize_t = -1
-    n: object = count
-    if type(n) is not int:
-        n = _as_index(count)
-    if n is not None:
-        try:
-            cnt = n
-        except OverflowError:
-            pass
-    if cnt < 0 or cnt > 0x1000000:
-        raise AccessError(f"TIS read_many: count {count!r} must be an int 0 .. 0x1000000 (not bool)")
-    return cnt
-
-
-def _piece(addr: cython.Py_ssize_t, remaining: cython.int) -> cython.int:
-    """Size of the next naturally aligned piece of an unaligned access."""
-    piece: cython.int = 4 if remaining >= 4 else (2 if remaining >= 2 else 1)
-    while addr & (piece - 1):
-        piece >>= 1
-    return piece
-
-
-def _bad_type(op: str, offset: object, size: object) -> str:
-    return (
-        f"TIS {op}: offset and size must be ints (numpy integers too; not bool), "
-        f"got offset={offset!r}, size={size!r}"
-    )
-
-
-def _bad_range(op: str, offset: object, size: object) -> str:
-    return (
-        f"TIS {op}: size {size!r} at offset {offset!r} is not a valid access: size must be 1, 2 or 4 "
-        f"and the access must lie within 0x0..0x{TIS_REGION_SIZE - 1:X}"
-    )
-
-
-def _bad_value(size: object, value: object) -> str:
-    return f"TIS write: value {value!r} does not fit in {size!r} byte(s): need 0 <= value < 2**(8 * size)"

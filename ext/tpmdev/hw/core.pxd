@@ -1,10 +1,14 @@
 # Declarations that Cython adds to tpmdev/hw/core.py when compiling it.
 # C types only: no behaviour lives here. A frontend core derives from
-# MmioCore with `from tpmdev.hw.core cimport MmioCore` in its own .pxd.
+# MmioCore with `from tpmdev.hw.core cimport MmioCore` in its own .pxd; what
+# it shares beyond that (helpers, checks) are cdef methods of MmioCore, since
+# module-level cdef functions do not cross modules in pure mode.
 
 cdef int _MAX_PIECE, _UNKNOWN
 cdef unsigned int _U32
+cdef Py_ssize_t _MAX_COUNT
 
+cdef object _index(object x)
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
 
 
@@ -14,13 +18,14 @@ cdef class MmioCore:
     cdef unsigned int _sizes
     cdef tuple _size_list
     cdef object _request
+    cdef object _established_source
     cdef object _posted
     cdef int _established
     cdef int _size  # the size _check accepted last
 
     cdef Py_ssize_t _check(self, str op, object offset, object size) except -1
-    cdef Py_ssize_t _check_slow(self, str op, object offset, object size) except -1
-    cdef unsigned long long _value(self, object offset, object size, object value, int sz) except? 0xFFFFFFFFFFFFFFFF
+    cdef unsigned long long _value(self, object value, object size, int sz) except? 0xFFFFFFFFFFFFFFFF
+    cdef Py_ssize_t _bounded(self, object x, Py_ssize_t limit) except? -2
     cdef str _bad_range(self, str op, object offset, object size)
     cdef str _bad_value(self, object size, object value)
     cdef unsigned long long _read_split(self, Py_ssize_t off, int size) except? 0xFFFFFFFFFFFFFFFF
@@ -30,6 +35,7 @@ cdef class MmioCore:
     cdef void _complete(self, object response, bint selftest_done, bint failed) except *
     cdef void _ask(self, int kind) except *
     cdef int _query_established(self) except? -2
+    cdef bint _apply_posted(self) except -1
     cdef void _drop_posted(self) noexcept
 
 

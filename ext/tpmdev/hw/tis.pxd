@@ -1,5 +1,8 @@
 # Declarations that Cython adds to tpmdev/hw/tis.py when compiling it.
-# C types only: no behaviour lives here.
+# C types only: no behaviour lives here. The entry points, the host-input
+# checks, the splitting and the request/complete plumbing are MmioCore's.
+
+from tpmdev.hw.core cimport MmioCore
 
 cdef int TIS_BUFFER_MAX, TIS_NO_DATA_BYTE, TIS_NO_LOCALITY, TIS_NUM_LOCALITIES, TIS_REGION_SIZE
 cdef int TIS_STATE_COMPLETION, TIS_STATE_EXECUTION, TIS_STATE_IDLE, TIS_STATE_READY, TIS_STATE_RECEPTION
@@ -18,15 +21,9 @@ cdef unsigned int TPM_STS_TPM_FAMILY_MASK, TPM_STS_VALID
 cdef unsigned int _U32
 
 cdef unsigned int _size_mask(int size) noexcept
-cdef int _piece(Py_ssize_t addr, int remaining) noexcept
-cdef object _as_index(object x)
-cdef int _check_size(str op, object offset, object size) except -1
-cdef Py_ssize_t _check_offset(str op, object offset, int size) except -1
-cdef unsigned int _check_value(object value, int size) except? 0xFFFFFFFF
-cdef Py_ssize_t _check_count(object count) except -1
 
 
-cdef class TisCore:
+cdef class TisCore(MmioCore):
     cdef readonly object mmio
     cdef unsigned char[::1] _m8
     cdef unsigned int[::1] _m32
@@ -34,11 +31,8 @@ cdef class TisCore:
     cdef unsigned char[::1] _buf
     cdef unsigned char[::1] _state
     cdef object _irq
-    cdef object _request
-    cdef object _posted
     cdef int _irq_level
     cdef bint _int_any_locality
-    cdef int _established
     cdef int _version
     cdef Py_ssize_t _bufsize
     cdef Py_ssize_t _rw_offset
@@ -47,10 +41,9 @@ cdef class TisCore:
     cdef int _aborting
     cdef int _cmd_locty
 
-    cdef unsigned int _read_split(self, Py_ssize_t off, int size) except? 0xFFFFFFFF
-    cdef void _write_split(self, Py_ssize_t off, unsigned int value, int size) except *
     cdef unsigned int _read(self, Py_ssize_t off, int size) except? 0xFFFFFFFF
     cdef void _write(self, Py_ssize_t off, unsigned int value, int size) except *
+    cdef void _complete(self, object response, bint selftest_done, bint failed) except *
     cdef unsigned int _get32(self, Py_ssize_t off) noexcept
     cdef void _set32(self, Py_ssize_t off, unsigned int value) noexcept
     cdef unsigned int _sts(self, int locty) noexcept
@@ -72,5 +65,4 @@ cdef class TisCore:
     cdef void _raise_irq(self, int locty, unsigned int mask) except *
     cdef void _int_status_write(self, int locty, unsigned int val) except *
     cdef void _set_irq(self, int level) except *
-    cdef void _ask(self, int kind) except *
     cdef void _send(self, int locty) except *
