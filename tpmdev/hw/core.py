@@ -260,25 +260,16 @@ class MmioCore:
     def _check(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
         """Check an access; return the offset and leave the size in ``_size``.
 
-        Exact ints go straight to the C conversion; other integer types are
-        converted first; the rest are refused. A conversion that overflows
-        is out of range. The range test never adds, so it cannot overflow.
+        Exact ints go straight to the C conversion (one that overflows is out
+        of range); the range test never adds, so it cannot overflow.
         """
         off: cython.Py_ssize_t
         sz: cython.Py_ssize_t
-        o: object = offset
-        s: object = size
-        if type(o) is not int or type(s) is not int:
-            o = _index(offset)
-            s = _index(size)
-            if o is None or s is None:
-                raise AccessError(
-                    f"{self._name} {op}: offset and size must be ints (numpy integers too; not bool), "
-                    f"got offset={offset!r}, size={size!r}"
-                )
+        if type(offset) is not int or type(size) is not int:
+            return self._check_index(op, offset, size)
         try:
-            off = o
-            sz = s
+            off = offset
+            sz = size
         except OverflowError:
             raise AccessError(self._bad_range(op, offset, size)) from None
         if (
@@ -292,6 +283,20 @@ class MmioCore:
             raise AccessError(self._bad_range(op, offset, size))
         self._size = sz
         return off
+
+    def _check_index(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
+        """:meth:`_check` for integers of other types (numpy, IntEnum); the rest refused."""
+        o = _index(offset)
+        s = _index(size)
+        if o is None or s is None:
+            raise AccessError(
+                f"{self._name} {op}: offset and size must be ints (numpy integers too; not bool), "
+                f"got offset={offset!r}, size={size!r}"
+            )
+        try:
+            return self._check(op, o, s)
+        except AccessError:  # (said with the host's own arguments)
+            raise AccessError(self._bad_range(op, offset, size)) from None
 
     def _value(self, value: object, size: object, sz: cython.int) -> cython.ulonglong:
         """A written value as an unsigned integer of *sz* bytes, or AccessError."""
