@@ -1,6 +1,6 @@
 """A whole TPM2_GetRandom(32) through the sysbus TIS and the sPAPR vTPM, on
 Builtin, in one group with the same command through the TIS, the CRB and the
-TIS over I2C (benchmarks/test_crb.py, benchmarks/test_tis_i2c.py) and the
+TIS over I2C (benchmarks/test_crb.py, benchmarks/test_i2c_bus.py) and the
 backend alone (the floor of every frontend).
 
 Each frontend is driven by the guest driver of :mod:`tpmdev.drivers`: the TIS
@@ -8,7 +8,7 @@ ones as Linux's tpm_tis_core, the sPAPR one as Linux's tpm_ibmvtpm (CRQ
 messages, the command and response moved by DMA through a TCE-mapped buffer).
 
 Run: ``python -m pytest benchmarks/test_frontends.py benchmarks/test_crb.py
-benchmarks/test_tis_i2c.py --benchmark-enable --benchmark-group-by=group``.
+benchmarks/test_i2c_bus.py --benchmark-enable --benchmark-group-by=group``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tpmdev.drivers import commands as C
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
 from tpmdev.drivers.tis import TisDriver
 
-#: the group shared with benchmarks/test_crb.py and benchmarks/test_tis_i2c.py
+#: the group shared with benchmarks/test_crb.py and benchmarks/test_i2c_bus.py
 GROUP_COMMAND = "TPM2_GetRandom(32) through a frontend (Builtin)"
 GET_RANDOM = C.tpm2_get_random(32)
 

@@ -6,7 +6,7 @@ and one register read over the bus beside the TIS's.
 The I2C layer is plain Python around the TIS core (either variant): a real
 fast-mode bus needs some 25 microseconds a byte, far more than this layer.
 
-Run: ``python -m pytest benchmarks/test_tis_i2c.py --benchmark-only
+Run: ``python -m pytest benchmarks/test_i2c_bus.py --benchmark-only
 --benchmark-group-by=group``.
 """
 
