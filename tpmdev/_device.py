@@ -28,7 +28,7 @@ lives here:
 
 The core contract (what :meth:`Device._make_core` returns): an object with
 ``reset(tpm_version, bufsize)``, ``pending_command -> (locality, bytes) |
-None``, ``complete(response, selftest_done=False[, failed=False])``,
+None``, ``complete(response, selftest_done=False, failed=False)``,
 ``post(...)`` with the same arguments, ``poll() -> bool`` and
 ``set_established(bool)``; it calls the ``request`` callable it was given with
 one of the ``REQUEST_*`` kinds. A core with ``set_established_source`` is
@@ -59,7 +59,6 @@ backend is closed (a spawned swtpm with it).
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -132,15 +131,6 @@ def _check_timeout(timeout: object) -> Optional[float]:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
         raise ConfigurationError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
     return None if timeout > threading.TIMEOUT_MAX else float(timeout)
-
-
-def _takes_failed(complete: Callable[..., object]) -> bool:
-    """Whether a core's ``complete`` has the ``failed`` parameter (the shared
-    core contract has it; a core that predates it is called without it)."""
-    try:
-        return "failed" in inspect.signature(complete).parameters
-    except (TypeError, ValueError):  # pragma: no cover - every core has a signature
-        return False
 
 
 # -- asynchronous mode ---------------------------------------------------------
@@ -269,7 +259,6 @@ class Device:
         self._finalizer = weakref.finalize(self, _finalize, self._owned)
         try:
             self.core = self._make_core(self._on_request)
-            self._core_failed = _takes_failed(self.core.complete)
             set_source = getattr(self.core, "set_established_source", None)
             if set_source is not None:
                 set_source(self._established_flag)
@@ -336,7 +325,6 @@ class Device:
         self._version = version
         self._bufsize = bufsize
         self._core_reset(version, bufsize)
-        self._invalidate_established()
         backend.startup(bufsize)
 
     def attach(self, backend: Backend, *, close_old: Optional[bool] = None) -> Backend:
@@ -386,7 +374,6 @@ class Device:
         owned.backend = backend
         owned.owns_backend = True
         self.backend_error = None
-        self._invalidate_established()
         if close:
             old.close()
         return old
@@ -503,8 +490,7 @@ class Device:
             if locality is None:  # pragma: no cover - a core asks only for an active locality
                 return
             backend = self._owned.backend
-            if self._backend_call(lambda: backend.reset_established_flag(locality)):
-                self._invalidate_established()
+            self._backend_call(lambda: backend.reset_established_flag(locality))
 
     def _established_flag(self) -> bool:
         """The backend's established flag, asked at each guest read that shows it.
@@ -519,13 +505,6 @@ class Device:
             self._report(exc)
         return False
 
-    def _invalidate_established(self) -> None:
-        # A core that still caches the flag forgets it; cores that ask the
-        # backend at every read have nothing to forget.
-        invalidate = getattr(self.core, "invalidate_established", None)
-        if invalidate is not None:
-            invalidate()
-
     def _backend_call(self, fn: Callable[[], object]) -> bool:
         """Run a control operation; True if it worked. A failure is logged and
         reported, never raised."""
@@ -537,16 +516,10 @@ class Device:
         return True
 
     def _complete(self, response: bytes, selftest_done: bool, failed: bool) -> None:
-        if self._core_failed:
-            self.core.complete(response, selftest_done, failed=failed)
-        else:
-            self.core.complete(response, selftest_done)
+        self.core.complete(response, selftest_done, failed=failed)
 
     def _post(self, response: bytes, selftest_done: bool, failed: bool) -> None:
-        if self._core_failed:
-            self.core.post(response, selftest_done, failed=failed)
-        else:
-            self.core.post(response, selftest_done)
+        self.core.post(response, selftest_done, failed=failed)
 
     def _command_ready(self) -> None:
         pending = self.core.pending_command
