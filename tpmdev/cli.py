@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 from collections.abc import Sequence
 
 import tpmdev
+from tpmdev import _cli_trace
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
@@ -258,10 +259,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="tis",
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
+    _cli_trace.register(sub)
     args = parser.parse_args(argv)
-    if args.command != "demo":
+    if args.command is None:
         parser.print_help()
         return 2
+    if args.command != "demo":
+        try:
+            return int(args.func(args))
+        except tpmdev.TpmDevError as exc:
+            print(f"tpmdev: {exc}", file=sys.stderr)
+            return 1
     version = 1 if args.tpm == "1.2" else 2
     if args.frontend == "tis-i2c" and version == 1:
         print(
