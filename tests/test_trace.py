@@ -152,9 +152,8 @@ def test_recorder_with_numpy_ints(tis_class: type[tpmdev.TIS]) -> None:
 
 
 def test_failed_calls_are_not_recorded(tis_class: type[tpmdev.TIS]) -> None:
-    with tis_class(Builtin()) as dev, trace.record(dev) as recorder:
-        with pytest.raises(tpmdev.AccessError):
-            dev.read(0x5000)
+    with tis_class(Builtin()) as dev, trace.record(dev) as recorder, pytest.raises(tpmdev.AccessError):
+        dev.read(0x5000)
     assert recorder.events == []
 
 
