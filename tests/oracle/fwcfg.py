@@ -46,6 +46,7 @@ __all__ = [
     "files",
     "read_file",
     "acpi_tables",
+    "split_tables",
     "aml_object",
     "aml_named_objects",
     "FILE_DIR",
@@ -143,8 +144,8 @@ class FwCfg:
         self.qt.command(f"write 0x{desc:x} 0x{len(blob):x} 0x{blob.hex()}")
         self._write_dma_address(desc)
         status = int.from_bytes(self._mem_read(desc, 4), "big")
-        if status & DMA_ERROR or status:
-            raise RuntimeError(f"fw_cfg DMA of key 0x{key:04x} ({length} bytes) ended with control 0x{status:x}")
+        if status:  # QEMU clears the control word when done, sets bit 0 on error
+            raise RuntimeError(f"fw_cfg DMA of key 0x{key:04x} ({length} bytes): control 0x{status:x}")
         return self._mem_read(data, length)
 
     # -- items ----------------------------------------------------------
@@ -206,7 +207,8 @@ def split_tables(blob: bytes) -> dict[str, list[bytes]]:
         head = blob[pos : pos + 8]
         sig = head[:4]
         length = int.from_bytes(head[4:8], "little") if len(head) == 8 else 0
-        if not (len(sig) == 4 and all(0x20 < c < 0x7F for c in sig)) or length < 8 or pos + length > len(blob):
+        printable = len(sig) == 4 and all(0x20 < c < 0x7F for c in sig)
+        if not printable or length < 8 or pos + length > len(blob):
             raise ValueError(f"no ACPI table header at offset 0x{pos:x} of the tables blob: {head.hex()}")
         out.setdefault(sig.decode(), []).append(blob[pos : pos + length])
         pos += length
