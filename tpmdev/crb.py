@@ -84,6 +84,14 @@ class CRB(MmioDevice):
     def _make_core(self, request: Callable[[int], object]) -> Any:
         return self._Core(self._forced_version or 0, self.buffer_max, request, self.localities, self.address)
 
+    # -- firmware descriptions --------------------------------------------
+    def aml(self) -> bytes:
+        """The ``Device (TPM)`` AML object QEMU puts in its DSDT for this device: see
+        :mod:`tpmdev.firmware.tpm_aml`."""
+        from tpmdev.firmware.tpm_aml import device_aml
+
+        return device_aml(self)
+
     @property
     def region_size(self) -> int:  # type: ignore[override]
         """0x1000 per locality."""

@@ -118,6 +118,14 @@ class TIS(MmioDevice):
         irq = None if self._irq is None else self._contain("irq", self._irq)
         return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, irq, request)
 
+    # -- firmware descriptions --------------------------------------------
+    def aml(self) -> bytes:
+        """The ``Device (TPM)`` AML object QEMU puts in its DSDT for this device (``Device (TPM0)``
+        for the sysbus TIS): see :mod:`tpmdev.firmware.tpm_aml`."""
+        from tpmdev.firmware.tpm_aml import device_aml
+
+        return device_aml(self)
+
     @property
     def irq_level(self) -> int:
         """The current level of the interrupt line."""
