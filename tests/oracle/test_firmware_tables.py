@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 import tpmdev
-from tpmdev.firmware import acpi
+from tpmdev.firmware import acpi, tpm_aml
 
-from .fwcfg import FwCfg, split_tables
+from .fwcfg import FwCfg, aml_named_objects, aml_object, split_tables
 from .qtest import Qemu, Swtpm
 
 pytestmark = pytest.mark.oracle
@@ -66,7 +66,7 @@ class Config:
     def machine_opts(self) -> str:
         if self.oem_id == acpi.DEFAULT_OEM_ID and self.oem_table_id == acpi.DEFAULT_OEM_TABLE_ID:
             return ""
-        return f",oem-id={self.oem_id},oem-table-id={self.oem_table_id}"
+        return f",x-oem-id={self.oem_id},x-oem-table-id={self.oem_table_id}"
 
     def tpmdev_device(self) -> Any:
         backend = tpmdev.backends.open(f"builtin:{'2.0' if self.tpm2 else '1.2'}")
@@ -313,7 +313,7 @@ def test_log_table_after_loader(
         assert bytes(patched) == _tables(dev, config, log_address)[table[:4].decode()]
 
 
-# -- the SSDT's revision and header follow QEMU's DSDT ------------------------
+# -- the SSDT: QEMU's device object, header and revision of QEMU's DSDT --------
 
 
 @pytest.mark.parametrize("config", CONFIGS, **_ids)
@@ -324,3 +324,15 @@ def test_ssdt_header_follows_dsdt(observe: Callable[[Config], Observed], config:
         ssdt = _tables(dev, config)["SSDT"]
         assert ssdt[8] == dsdt[8] == acpi.platform_of(dev).dsdt_revision
     assert ssdt[10:36] == dsdt[10:36]  # OEM ID, OEM table ID, OEM revision, creator, creator revision
+
+
+@pytest.mark.parametrize("config", CONFIGS, **_ids)
+def test_ssdt_carries_qemus_device_object(observe: Callable[[Config], Observed], config: Config) -> None:
+    """The SSDT declares the device where QEMU's DSDT has it, with the DSDT's bytes."""
+    (dsdt,) = observe(config).tables["DSDT"]
+    with _device(config) as dev:
+        ssdt = _tables(dev, config)["SSDT"]
+        scope, name = tpm_aml.device_scope(dev)[1:], tpm_aml.device_name(dev)
+    devices = [path for kind, path, _, _ in aml_named_objects(ssdt) if kind == "Device"]
+    assert devices == [f"{scope}.{name}"]
+    assert aml_object(ssdt, name) == aml_object(dsdt, name)

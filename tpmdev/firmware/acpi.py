@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from tpmdev.errors import ConfigurationError
+from tpmdev.firmware import aml as A
+from tpmdev.firmware import tpm_aml
 from tpmdev.hw.regs import TPM_CRB_CTRL_REQ
 
 __all__ = [
@@ -80,7 +82,6 @@ __all__ = [
     "finish_table",
     "tpm2_table",
     "tcpa_table",
-    "encode_name_string",
     "ssdt_table",
     "acpi_tables",
 ]
@@ -149,23 +150,16 @@ class FirmwarePlatform:
 
 def platform_of(dev: Any) -> FirmwarePlatform:
     """The :class:`FirmwarePlatform` of a :class:`tpmdev.TIS` (ISA, on q35),
-    :class:`tpmdev.TISSysbus` (Arm ``virt``) or :class:`tpmdev.CRB` (q35)."""
-    from tpmdev.crb import CRB
-    from tpmdev.tis import TIS, TISSysbus
-
-    if isinstance(dev, TISSysbus):
-        return FirmwarePlatform("tis-sysbus", False, "\\_SB", 2, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
-    if isinstance(dev, TIS):
-        # QEMU's q35 places the ISA TIS under the LPC bridge (\_SB.PCI0.SF8).
-        return FirmwarePlatform("tis", True, "\\_SB.PCI0.SF8", 1, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
-    if isinstance(dev, CRB):
-        return FirmwarePlatform(
-            "crb", True, "\\_SB", 1, TPM2_START_METHOD_CRB, dev.address + TPM_CRB_CTRL_REQ, _PPI_ADDRESS
-        )
-    raise ConfigurationError(
-        f"{type(dev).__name__} has no ACPI or fw_cfg description in QEMU; "
-        "use a tpmdev.TIS, tpmdev.TISSysbus or tpmdev.CRB"
-    )
+    :class:`tpmdev.TISSysbus` (Arm ``virt``) or :class:`tpmdev.CRB` (q35);
+    a ConfigurationError for any other frontend."""
+    kind = tpm_aml.frontend_kind(dev)
+    scope = tpm_aml.device_scope(kind)
+    if kind == tpm_aml.KIND_TIS_SYSBUS:
+        return FirmwarePlatform(kind, False, scope, 2, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+    if kind == tpm_aml.KIND_TIS:
+        return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+    control_area = dev.address + TPM_CRB_CTRL_REQ
+    return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_CRB, control_area, _PPI_ADDRESS)
 
 
 def log_table(dev: Any) -> Optional[str]:
@@ -291,63 +285,11 @@ def tcpa_table(
 
 
 # -- the SSDT -------------------------------------------------------------------
-# Just enough AML to wrap a device object: a name path, a package length, the
-# Scope and External opcodes (ACPI 6.x section 20.2).
 
-_ROOT_CHAR = 0x5C  # '\'
-_DUAL_NAME_PREFIX = 0x2E
-_MULTI_NAME_PREFIX = 0x2F
-_NULL_NAME = 0x00
-_SCOPE_OP = 0x10
-_EXTERNAL_OP = 0x15
+_EXTERNAL_OP = 0x15  # External (name, object type, argument count): ACPI 6.x 20.2.5.1
 _OBJECT_TYPE_DEVICE = 0x06
-_LEAD_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ_")
-_NAME_CHARS = _LEAD_NAME_CHARS | frozenset("0123456789")
 #: scopes every ACPI namespace has (no External needed)
 _PREDEFINED_SCOPES = frozenset({"\\", "\\_SB", "\\_GPE", "\\_PR", "\\_SI", "\\_TZ"})
-
-
-def encode_name_string(path: str) -> bytes:
-    """An absolute AML NameString (``\\`` followed by dot-separated segments of
-    up to four characters, padded with ``_``)."""
-    if not isinstance(path, str) or not path.startswith("\\"):
-        raise ConfigurationError(f"an ACPI scope must be an absolute path such as '\\\\_SB', got {path!r}")
-    rest = path[1:]
-    segments = rest.split(".") if rest else []
-    out = bytearray([_ROOT_CHAR])
-    encoded = []
-    for seg in segments:
-        if not 1 <= len(seg) <= 4 or seg[0] not in _LEAD_NAME_CHARS or not set(seg) <= _NAME_CHARS:
-            raise ConfigurationError(
-                f"bad name segment {seg!r} in {path!r}: 1 to 4 of A-Z, 0-9, _ (not starting with a digit)"
-            )
-        encoded.append(seg.ljust(4, "_").encode("ascii"))
-    if not encoded:
-        out.append(_NULL_NAME)
-    elif len(encoded) == 1:
-        out += encoded[0]
-    elif len(encoded) == 2:
-        out.append(_DUAL_NAME_PREFIX)
-        out += encoded[0] + encoded[1]
-    else:
-        if len(encoded) > 255:
-            raise ConfigurationError(f"ACPI path {path!r} has more than 255 segments")
-        out += bytes([_MULTI_NAME_PREFIX, len(encoded)])
-        out += b"".join(encoded)
-    return bytes(out)
-
-
-def _pkg_length(body_length: int) -> bytes:
-    """The PkgLength encoding for a package whose contents after the PkgLength
-    are *body_length* bytes (the length counts the PkgLength bytes too)."""
-    if body_length + 1 < 0x40:
-        return bytes([body_length + 1])
-    for extra in (1, 2, 3):
-        total = body_length + 1 + extra
-        if total < 1 << (4 + 8 * extra):
-            lead = (extra << 6) | (total & 0x0F)
-            return bytes([lead]) + (total >> 4).to_bytes(extra, "little")
-    raise ConfigurationError(f"an AML package of {body_length} bytes is too long (at most 0x0FFFFFFF)")
 
 
 def ssdt_table(
@@ -367,15 +309,12 @@ def ssdt_table(
         raise ConfigurationError(f"aml must be bytes, got {type(aml).__name__}")
     if isinstance(revision, bool) or revision not in (1, 2):
         raise ConfigurationError(f"revision must be 1 (32-bit integers) or 2 (64-bit), got {revision!r}")
-    name = encode_name_string(scope)
-    body = bytearray()
+    if not isinstance(scope, str) or not scope.startswith("\\"):
+        raise ConfigurationError(f"scope must be an absolute ACPI path such as \\_SB, got {scope!r}")
+    body = b""
     if scope not in _PREDEFINED_SCOPES:
-        body += bytes([_EXTERNAL_OP]) + name + bytes([_OBJECT_TYPE_DEVICE, 0])
-    if scope == "\\":
-        body += aml
-    else:
-        inner = name + bytes(aml)
-        body += bytes([_SCOPE_OP]) + _pkg_length(len(inner)) + inner
+        body += bytes([_EXTERNAL_OP]) + A.name_string(scope) + bytes([_OBJECT_TYPE_DEVICE, 0])
+    body += bytes(aml) if scope == "\\" else A.scope(scope, bytes(aml))
     length = ACPI_TABLE_HEADER_SIZE + len(body)
     header = table_header("SSDT", length, revision, oem_id=oem_id, oem_table_id=oem_table_id)
     return finish_table(header + body)
