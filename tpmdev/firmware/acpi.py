@@ -183,13 +183,18 @@ def checksum(data: bytes | bytearray | memoryview) -> int:
     return sum(data) & 0xFF
 
 
+_ID_EXAMPLES = {"oem_id": DEFAULT_OEM_ID, "oem_table_id": DEFAULT_OEM_TABLE_ID}
+
+
 def _check_id(name: str, value: object, length: int) -> bytes:
     if not isinstance(value, str):
         raise ConfigurationError(f"{name} must be a str of {length} ASCII characters, got {value!r}")
     if len(value) != length or not value.isascii() or not value.isprintable():
+        example = _ID_EXAMPLES.get(name)
+        pad = f" (pad with spaces, as QEMU's default {example!r})" if example else ""
         raise ConfigurationError(
-            f"{name} must be exactly {length} printable ASCII characters (pad with spaces, "
-            f"as in QEMU's default oem_id {DEFAULT_OEM_ID!r}), got {value!r}"
+            f"{name} must be exactly {length} printable ASCII characters{pad}, "
+            f"got {value!r} ({len(value)} characters)"
         )
     return value.encode("ascii")
 
