@@ -86,7 +86,8 @@ def fw_cfg_files(dev: Any) -> dict[str, bytes]:
     platform = acpi.platform_of(dev)
     files: dict[str, bytes] = {}
     if platform.pc and dev.ppi:
-        files[TPM_CONFIG_FILE] = tpm_config(platform.ppi_address, dev.tpm_version)
+        address = getattr(dev, "ppi_address", None) or platform.ppi_address
+        files[TPM_CONFIG_FILE] = tpm_config(address, dev.tpm_version)
     files[TPM_LOG_FILE] = tpm_log(acpi.log_table(dev) is not None)
     return files
 
