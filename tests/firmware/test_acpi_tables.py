@@ -16,6 +16,7 @@ import pytest
 from iasl_check import disassemble
 
 import tpmdev
+from tpmdev.backends.builtin import Builtin
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import acpi, fw_cfg
 
@@ -140,6 +141,27 @@ def test_fw_cfg_files(make: Any, frontend: str, version: int, ppi: bool) -> None
         assert files.pop("etc/tpm/config") == bytes([0x00, 0x50, 0xD4, 0xFE, version, 0x01])
     with_table = version == 2 or frontend != "tis-sysbus"
     assert files == {"etc/tpm/log": bytes(0x10000) if with_table else b""}
+
+
+class _UnknownVersion(Builtin):
+    """A TPM whose version the device cannot learn (QEMU's TPM_VERSION_UNSPEC; a swtpm
+    always tells, so the oracle cannot show this case)."""
+
+    @property
+    def tpm_version(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize("frontend", list(FRONTENDS))
+def test_unknown_tpm_version(frontend: str) -> None:
+    """Version 0 in etc/tpm/config, no log table, an empty log (QEMU's acpi-build.c choice)."""
+    with FRONTENDS[frontend](_UnknownVersion()) as dev:
+        assert dev.tpm_version == 0
+        assert acpi.log_table(dev) is None
+        assert list(dev.acpi_tables()) == ["SSDT"]
+        files = dev.fw_cfg_files()
+        assert files.pop("etc/tpm/log") == b""
+        assert files == ({} if frontend == "tis-sysbus" else {"etc/tpm/config": H("0050d4fe0001")})
 
 
 def test_tpm_config_builder() -> None:

@@ -88,6 +88,7 @@ CONFIGS = [
     Config("tpm-tis", True, oem_id="TPMDEV", oem_table_id="TABLES01"),
     Config("tpm-tis-device", True),
     Config("tpm-tis-device", False),
+    Config("tpm-tis-device", True, oem_id="TPMDEV", oem_table_id="TABLES01"),
 ]
 
 
@@ -154,7 +155,7 @@ def _observe(config: Config, workdir: Path) -> Observed:
     swtpm = Swtpm(workdir, tpm2=config.tpm2).start()
     try:
         with _Qemu(workdir, swtpm, config).start() as qemu:
-            fw = FwCfg(qemu)
+            fw = FwCfg(qemu, "virt" if config.device == "tpm-tis-device" else "q35")
             tpm_files = {name: fw.read_file(name) for name in fw.files() if name.startswith("etc/tpm/")}
             blob = fw.read_file("etc/acpi/tables")
             loader = Loader.parse(fw.read_file("etc/table-loader"))
