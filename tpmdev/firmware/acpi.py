@@ -89,7 +89,7 @@ __all__ = [
 ACPI_TABLE_HEADER_SIZE = 36
 #: offset of the checksum byte in the header
 CHECKSUM_OFFSET = 9
-#: QEMU's defaults (the machine's ``oem-id`` / ``oem-table-id`` properties)
+#: QEMU's defaults (the machine properties ``x-oem-id`` / ``x-oem-table-id`` on 7.2)
 DEFAULT_OEM_ID = "BOCHS "
 DEFAULT_OEM_TABLE_ID = "BXPC    "
 #: what QEMU writes in every table it builds
@@ -170,6 +170,9 @@ def log_table(dev: Any) -> Optional[str]:
     version = dev.tpm_version
     if version == 2:
         return "TPM2"
+    # QUIRK: a CRB with a TPM 1.2 behind it gets a TCPA (QEMU does not refuse
+    # TPM 1.2 on its CRB, although the CRB is a TPM 2.0 interface); Arm virt
+    # has no TPM 1.2 table at all.
     if version == 1 and platform.pc:
         return "TCPA"
     return None
@@ -341,9 +344,11 @@ def acpi_tables(
     QEMU puts it in.
 
     :param log_address: guest-physical address of the event-log area (the
-        64 KiB ``etc/tpm/log``), written to LASA.
-    :param oem_id: 6 ASCII characters, :param oem_table_id: 8, as QEMU's
-        machine properties of those names.
+        64 KiB ``etc/tpm/log``), written to LASA: an int in 0 .. 2**64 - 1.
+    :param oem_id: the header's OEM ID, exactly 6 printable ASCII characters.
+    :param oem_table_id: the header's OEM table ID, exactly 8.
+
+    Every argument is checked (ConfigurationError) before anything is built.
     """
     _check_u("log_address", log_address, 64)
     _check_id("oem_id", oem_id, 6)
