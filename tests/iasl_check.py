@@ -4,7 +4,8 @@
 :func:`disassemble` runs ``iasl -d`` on a table and returns the ASL it
 wrote, failing the test when iasl exits non-zero or prints any line with
 "Error" or "Warning" (a bad checksum, an invalid name, a table length that
-does not match, a parse failure all do).
+does not match, a parse failure all do). :func:`compile_asl` compiles ASL
+back to a table, for round trips (AML -> ASL -> AML).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["ssdt", "disassemble", "IASL"]
+__all__ = ["ssdt", "disassemble", "compile_asl", "IASL"]
 
 IASL = shutil.which("iasl") or "iasl"
 
@@ -48,3 +49,20 @@ def disassemble(table: bytes, workdir: Path, stem: str = "table") -> str:
     assert proc.returncode == 0, f"iasl -d exited {proc.returncode}:\n{output}"
     assert not complaints, "iasl -d complained:\n" + "\n".join(complaints)
     return (workdir / f"{stem}.dsl").read_text()
+
+
+def compile_asl(asl: str, workdir: Path, stem: str = "recompiled") -> bytes:
+    """``iasl`` of *asl*: the table it compiles (remarks and warnings allowed, errors fail)."""
+    if shutil.which(IASL) is None:
+        pytest.fail("iasl is not installed (Debian: acpica-tools)")
+    (workdir / f"{stem}.dsl").write_text(asl)
+    proc = subprocess.run(
+        [IASL, "-p", stem, f"{stem}.dsl"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, f"iasl exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+    return (workdir / f"{stem}.aml").read_bytes()
