@@ -20,10 +20,11 @@ from typing import Any, Callable, Optional, TypeVar
 from collections.abc import Sequence
 
 import tpmdev
-from tpmdev import _cli_trace
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
+from tpmdev import _cli_trace
+from tpmdev._cli_acpi import register as register_acpi
 from tpmdev.drivers.crb import CrbDriver
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
 from tpmdev.drivers.tis import TisDriver
@@ -259,17 +260,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="tis",
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
+    register_acpi(sub)
     _cli_trace.register(sub)
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if args.command != "demo":
+    func = getattr(args, "func", None)
+    if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)
         try:
-            return int(args.func(args))
+            return int(func(args))
         except tpmdev.TpmDevError as exc:
             print(f"tpmdev: {exc}", file=sys.stderr)
             return 1
+    if args.command != "demo":
+        parser.print_help()
+        return 2
     version = 1 if args.tpm == "1.2" else 2
     if args.frontend == "tis-i2c" and version == 1:
         print(

@@ -41,6 +41,8 @@ from typing import Any, Callable, Optional
 from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError
+from tpmdev.firmware import acpi as _acpi
+from tpmdev.firmware import fw_cfg as _fw_cfg
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BASE_ADDRESS, TIS_BUFFER_MAX, TIS_REGION_SIZE, TIS_SYSBUS_BASE_ADDRESS
 
@@ -133,6 +135,23 @@ class TIS(MmioDevice):
     def active_locality(self) -> Optional[int]:
         locality: Optional[int] = self.core.active_locality
         return locality
+
+    # -- firmware descriptions (tpmdev.firmware) --------------------------------
+    def fw_cfg_files(self) -> dict[str, bytes]:
+        """The fw_cfg files QEMU adds for this device (``etc/tpm/config``,
+        ``etc/tpm/log``): :func:`tpmdev.firmware.fw_cfg.fw_cfg_files`."""
+        return _fw_cfg.fw_cfg_files(self)
+
+    def acpi_tables(
+        self,
+        *,
+        log_address: int = 0,
+        oem_id: str = _acpi.DEFAULT_OEM_ID,
+        oem_table_id: str = _acpi.DEFAULT_OEM_TABLE_ID,
+    ) -> dict[str, bytes]:
+        """The ACPI tables of this device (TPM2 or TCPA, and an SSDT with
+        :meth:`aml`): :func:`tpmdev.firmware.acpi.acpi_tables`."""
+        return _acpi.acpi_tables(self, log_address=log_address, oem_id=oem_id, oem_table_id=oem_table_id)
 
 
 class TISSysbus(TIS):
