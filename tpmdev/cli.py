@@ -23,6 +23,7 @@ import tpmdev
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
+from tpmdev._cli_eventlog import register as register_eventlog
 from tpmdev.drivers.crb import CrbDriver
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
 from tpmdev.drivers.tis import TisDriver
@@ -258,7 +259,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="tis",
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
+    register_eventlog(sub)
     args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)
+        return int(func(args))
     if args.command != "demo":
         parser.print_help()
         return 2
