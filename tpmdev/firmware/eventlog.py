@@ -42,6 +42,16 @@ the startup locality when a ``StartupLocality`` event says so) and each record
 but ``EV_NO_ACTION`` extends it, ``PCR = H(PCR || digest)`` per bank.
 :func:`check` compares that with the TPM's own PCR_Read (TPM_PcrRead).
 
+What :func:`parse` refuses, and what it lets through: it refuses what
+leaves the bytes ambiguous or unreadable -- a field running past the end, a
+Spec ID event with no algorithms, a known algorithm with the wrong digest
+size, one listed twice or bytes after ``vendorInfo``, a record with more
+digests than the table has banks, a digest of a bank not in the table or two
+of one bank. It keeps, as real firmware writes them, records with fewer
+digests than the table lists (those banks are simply not extended), PCR
+indices above 23 and any event type; :func:`replay` leaves out a bank this
+Python cannot hash (``alg_0xNNNN``, or SM3 without OpenSSL support).
+
 Banks are named by hash (``"sha1"``, ``"sha256"``, ...), as
 :class:`tpmdev.backends.Builtin`'s ``pcr_banks`` names them; an algorithm
 this module does not know is named ``alg_0xNNNN``.
