@@ -23,8 +23,9 @@ import tpmdev
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
-from tpmdev import _cli_trace
 from tpmdev._cli_acpi import register as register_acpi
+from tpmdev._cli_eventlog import register as register_eventlog
+from tpmdev._cli_trace import register as register_trace
 from tpmdev.drivers.crb import CrbDriver
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
 from tpmdev.drivers.tis import TisDriver
@@ -261,7 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
     register_acpi(sub)
-    _cli_trace.register(sub)
+    register_eventlog(sub)
+    register_trace(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)

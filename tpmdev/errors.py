@@ -14,11 +14,14 @@ fault it was:
   (an unknown TPM version, an IRQ number out of range, ...).
 * :class:`StateError` -- the object is in the wrong state for the call (used
   after close, a second live instance of a one-per-process TPM, ...).
+* :class:`EventLogError` -- a TCG event log is truncated or inconsistent (the
+  message names the record, its byte offset and the field), or a log cannot
+  be written as asked.
 """
 
 from __future__ import annotations
 
-__all__ = ["TpmDevError", "AccessError", "BackendError", "ConfigurationError", "StateError"]
+__all__ = ["TpmDevError", "AccessError", "BackendError", "ConfigurationError", "StateError", "EventLogError"]
 
 
 class TpmDevError(Exception):
@@ -40,3 +43,29 @@ class StateError(TpmDevError):
 
 class ConfigurationError(TpmDevError, ValueError):
     """A device or backend was configured with an unusable option."""
+
+
+class EventLogError(TpmDevError, ValueError):
+    """A TCG event log is truncated or inconsistent, or cannot be written as asked.
+
+    Parsing errors say where: :attr:`index` is the record (0 = the first),
+    :attr:`record_offset` the byte offset where that record starts,
+    :attr:`offset` the byte offset of the field that is wrong and
+    :attr:`field` its name as the TCG structures spell it. Each is None when
+    it does not apply (an error building a log, not reading one).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int | None = None,
+        record_offset: int | None = None,
+        offset: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.record_offset = record_offset
+        self.offset = offset
+        self.field = field
