@@ -15,15 +15,14 @@ import numpy as np
 from tpmdev._device import MmioDevice, check_flag
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError
-from tpmdev.firmware import acpi as _acpi
-from tpmdev.firmware import fw_cfg as _fw_cfg
+from tpmdev.firmware.described import FirmwareDescribed
 from tpmdev.hw import crb as _hw_crb
 from tpmdev.hw.regs import CRB_BASE_ADDRESS, CRB_BUFFER_SIZE, CRB_LOCALITY_SIZE, CRB_NUM_LOCALITIES
 
 __all__ = ["CRB"]
 
 
-class CRB(MmioDevice):
+class CRB(FirmwareDescribed, MmioDevice):
     """A TPM CRB (Command Response Buffer) device, as QEMU's ``tpm-crb``.
 
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
@@ -84,14 +83,6 @@ class CRB(MmioDevice):
     def _make_core(self, request: Callable[[int], object]) -> Any:
         return self._Core(self._forced_version or 0, self.buffer_max, request, self.localities, self.address)
 
-    # -- firmware descriptions --------------------------------------------
-    def aml(self) -> bytes:
-        """The ``Device (TPM)`` AML object QEMU puts in its DSDT for this device: see
-        :mod:`tpmdev.firmware.tpm_aml`."""
-        from tpmdev.firmware.tpm_aml import device_aml
-
-        return device_aml(self)
-
     @property
     def region_size(self) -> int:  # type: ignore[override]
         """0x1000 per locality."""
@@ -108,20 +99,3 @@ class CRB(MmioDevice):
         """The assigned locality (LOC_STATE.locAssigned), or None."""
         locality: Optional[int] = self.core.active_locality
         return locality
-
-    # -- firmware descriptions (tpmdev.firmware) --------------------------------
-    def fw_cfg_files(self) -> dict[str, bytes]:
-        """The fw_cfg files QEMU adds for this device (``etc/tpm/config``,
-        ``etc/tpm/log``): :func:`tpmdev.firmware.fw_cfg.fw_cfg_files`."""
-        return _fw_cfg.fw_cfg_files(self)
-
-    def acpi_tables(
-        self,
-        *,
-        log_address: int = 0,
-        oem_id: str = _acpi.DEFAULT_OEM_ID,
-        oem_table_id: str = _acpi.DEFAULT_OEM_TABLE_ID,
-    ) -> dict[str, bytes]:
-        """The ACPI tables of this device (TPM2 or TCPA, and an SSDT with
-        :meth:`aml`): :func:`tpmdev.firmware.acpi.acpi_tables`."""
-        return _acpi.acpi_tables(self, log_address=log_address, oem_id=oem_id, oem_table_id=oem_table_id)

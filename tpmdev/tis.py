@@ -41,8 +41,7 @@ from typing import Any, Callable, Optional
 from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError
-from tpmdev.firmware import acpi as _acpi
-from tpmdev.firmware import fw_cfg as _fw_cfg
+from tpmdev.firmware.described import FirmwareDescribed
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BASE_ADDRESS, TIS_BUFFER_MAX, TIS_REGION_SIZE, TIS_SYSBUS_BASE_ADDRESS
 
@@ -51,7 +50,7 @@ __all__ = ["TIS", "TISSysbus"]
 IrqCallback = Callable[[int], object]
 
 
-class TIS(MmioDevice):
+class TIS(FirmwareDescribed, MmioDevice):
     """A TPM TIS (FIFO) device at register level, as QEMU's ``tpm-tis``.
 
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
@@ -118,14 +117,6 @@ class TIS(MmioDevice):
         irq = None if self._irq is None else self._contain("irq", self._irq)
         return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, irq, request)
 
-    # -- firmware descriptions --------------------------------------------
-    def aml(self) -> bytes:
-        """The ``Device (TPM)`` AML object QEMU puts in its DSDT for this device (``Device (TPM0)``
-        for the sysbus TIS): see :mod:`tpmdev.firmware.tpm_aml`."""
-        from tpmdev.firmware.tpm_aml import device_aml
-
-        return device_aml(self)
-
     @property
     def irq_level(self) -> int:
         """The current level of the interrupt line."""
@@ -135,23 +126,6 @@ class TIS(MmioDevice):
     def active_locality(self) -> Optional[int]:
         locality: Optional[int] = self.core.active_locality
         return locality
-
-    # -- firmware descriptions (tpmdev.firmware) --------------------------------
-    def fw_cfg_files(self) -> dict[str, bytes]:
-        """The fw_cfg files QEMU adds for this device (``etc/tpm/config``,
-        ``etc/tpm/log``): :func:`tpmdev.firmware.fw_cfg.fw_cfg_files`."""
-        return _fw_cfg.fw_cfg_files(self)
-
-    def acpi_tables(
-        self,
-        *,
-        log_address: int = 0,
-        oem_id: str = _acpi.DEFAULT_OEM_ID,
-        oem_table_id: str = _acpi.DEFAULT_OEM_TABLE_ID,
-    ) -> dict[str, bytes]:
-        """The ACPI tables of this device (TPM2 or TCPA, and an SSDT with
-        :meth:`aml`): :func:`tpmdev.firmware.acpi.acpi_tables`."""
-        return _acpi.acpi_tables(self, log_address=log_address, oem_id=oem_id, oem_table_id=oem_table_id)
 
 
 class TISSysbus(TIS):
