@@ -77,9 +77,11 @@ def u32_at(page: P.PpiPage, offset: int) -> int:
 def test_constants() -> None:
     assert (P.PPI_ADDRESS, P.PPI_SIZE) == (0xFED45000, 0x400)
     assert P.PPI_DTYPE.itemsize == 0x400
-    assert [(name, P.PPI_DTYPE.fields[name][1]) for name, _, _ in LAYOUT] == [(n, o) for n, o, _ in LAYOUT]
-    assert P.PPI_DTYPE.fields["func"][1] == 0 and P.PPI_DTYPE["func"].shape == (0x100,)
-    assert P.PPI_DTYPE.fields["res1"][1] == 0x119 and P.PPI_DTYPE["res1"].shape == (0x40,)
+    fields = P.PPI_DTYPE.fields
+    assert fields is not None
+    assert [(name, fields[name][1]) for name, _, _ in LAYOUT] == [(n, o) for n, o, _ in LAYOUT]
+    assert fields["func"][1] == 0 and P.PPI_DTYPE["func"].shape == (0x100,)
+    assert fields["res1"][1] == 0x119 and P.PPI_DTYPE["res1"].shape == (0x40,)
 
 
 @pytest.mark.parametrize(("name", "offset", "size"), LAYOUT)
@@ -349,7 +351,12 @@ def test_clear(ppi_class: type[Dev], op: int) -> None:
         provision_owner(driver)
         request_op(dev.ppi, op)
         asked: list[tuple[int, int]] = []
-        result = P.run_pending(dev, driver, confirm=lambda o, p: asked.append((o, p)) is None)
+
+        def confirm(operation: int, parameter: int) -> bool:
+            asked.append((operation, parameter))
+            return True
+
+        result = P.run_pending(dev, driver, confirm=confirm)
         assert result == P.PpiResult(op, 0, 0, confirmed=True, reboot=True, responses=(0, 0))
         assert asked == [(op, 0)]
         check_done(dev.ppi, op, 0)
@@ -427,7 +434,12 @@ def test_log_all_digests(ppi_class: type[Dev]) -> None:
         driver = boot(dev)
         request_op(dev.ppi, 33)
         called: list[int] = []
-        result = P.run_pending(dev, driver, confirm=lambda o, p: bool(called.append(o)) or True)
+
+        def confirm(operation: int, parameter: int) -> bool:
+            called.append(operation)
+            return True
+
+        result = P.run_pending(dev, driver, confirm=confirm)
         assert result.response == 0 and called == []  # no confirmation needed
         dev.reset()
         driver = boot(dev)

@@ -54,6 +54,19 @@ the operations that change them. For TPM 1.2 the operations SeaBIOS offers in
 its TPM menu (enable, disable, activate, deactivate, clear, owner install,
 and the combinations of PPI 1.2) run with the TPM 1.2 physical-presence
 commands.
+
+Where we differ from the firmware, on purpose
+----------------------------------------------
+
+* The physically present user is a callback (``confirm``); None accepts
+  every prompt, as a user pressing F12 would.
+* The machine reset firmware performs after an operation is not done here:
+  :attr:`PpiResult.reboot` says it is due, and the host resets the device.
+* OVMF has no TPM 1.2 PPI and upstream SeaBIOS runs its TPM 1.2 operations
+  from its boot menu, not from the page; here the page's request runs them,
+  the response being the TPM_RESULT of the first failing command (PPI 1.2).
+* Operation numbers and names follow EDK2 (``MdePkg`` TcgPhysicalPresence.h),
+  including its numbering of 17 (SET_PP_REQUIRED_FOR_CLEAR_TRUE) and 18.
 """
 
 from __future__ import annotations
