@@ -119,6 +119,13 @@ def test_clear_by_the_platform(tpms: tuple[Builtin, RawSwtpm, Pair]) -> None:
         time, clock, counts = _clock(tpm.execute(READ_CLOCK))
         assert clock <= time, "the clock restarted at the Clear, after the last power-on"
         assert counts == bytes(8) + b"\x01", "resetCount and restartCount 0, clock safe"
+    # the next TPM Reset counts from there
+    both(cmd(0x8001, 0x145, "0000"))
+    ours.startup()
+    theirs.power_cycle()
+    both(STARTUP_CLEAR)
+    assert _clock(ours.execute(READ_CLOCK))[2] == _clock(theirs.execute(READ_CLOCK))[2]
+    both(PCR_READ_0)
 
 
 def test_clear_by_lockout_and_clear_control(tpms: tuple[Builtin, RawSwtpm, Pair]) -> None:
