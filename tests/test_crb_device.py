@@ -30,7 +30,7 @@ def test_api_names(crb_class: type[tpmdev.CRB]) -> None:
         assert dev.read.__self__ is dev.core and dev.write.__self__ is dev.core  # type: ignore[attr-defined]
         assert dev.read_many.__self__ is dev.core and dev.write_many.__self__ is dev.core  # type: ignore[attr-defined]
         assert dev.mmio.shape == (0x1000,) and str(dev.mmio.dtype) == "uint8"
-        assert dev.region_size == 0x1000 and dev.localities == 1 and dev.ppi is True
+        assert dev.region_size == 0x1000 and dev.localities == 1 and dev.ppi is not None
         assert dev.buffer.shape == (0xF80,) and dev.buffer.base is not None
         assert dev.tpm_version == 2 and dev.core.bufsize == 0xF80
         assert dev.active_locality is None and not dev.busy
@@ -39,7 +39,7 @@ def test_api_names(crb_class: type[tpmdev.CRB]) -> None:
 
 def test_five_localities(crb_class: type[tpmdev.CRB]) -> None:
     with crb_class(tpmdev.backends.Builtin(), localities=5, ppi=False) as dev:
-        assert dev.region_size == 0x5000 and dev.mmio.shape == (0x5000,) and dev.ppi is False
+        assert dev.region_size == 0x5000 and dev.mmio.shape == (0x5000,) and dev.ppi is None
         assert dev.read(R.TPM_CRB_INTF_ID) & R.TPM_CRB_INTF_CAP_LOCALITY
         for locality in range(5):
             driver = CrbDriver(dev, locality)

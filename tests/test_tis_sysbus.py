@@ -39,7 +39,7 @@ def test_base_addresses() -> None:
 
 def test_no_ppi(tis_sysbus_class: type[tpmdev.TISSysbus]) -> None:
     with tis_sysbus_class(tpmdev.backends.Builtin()) as dev:
-        assert dev.ppi is False
+        assert dev.ppi is None and dev.ppi_address is None
     with pytest.raises(TypeError, match="ppi"):
         tis_sysbus_class(tpmdev.backends.Builtin(), ppi=True)  # type: ignore[call-arg]
 

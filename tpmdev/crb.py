@@ -12,10 +12,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tpmdev._device import MmioDevice, check_flag
+from tpmdev._device import MmioDevice, check_callback, check_flag
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError
 from tpmdev.firmware.described import FirmwareDescribed
+from tpmdev.firmware.ppi import PpiPage
 from tpmdev.hw import crb as _hw_crb
 from tpmdev.hw.regs import CRB_BASE_ADDRESS, CRB_BUFFER_SIZE, CRB_LOCALITY_SIZE, CRB_NUM_LOCALITIES
 
@@ -28,8 +29,11 @@ class CRB(FirmwareDescribed, MmioDevice):
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
     :param tpm_version: 1 or 2; None asks the backend (the CRB registers are
         the same for both; QEMU does not refuse TPM 1.2).
-    :param ppi: whether the platform has the Physical Presence Interface page
-        (QEMU's ``ppi`` property; used by the firmware descriptions).
+    :param ppi: whether the device has the Physical Presence Interface page
+        (QEMU's ``ppi`` property): :attr:`ppi` is then its
+        :class:`~tpmdev.firmware.ppi.PpiPage`, else None (see :class:`tpmdev.TIS`).
+    :param memory_clear: called at every :meth:`reset` while the page's
+        ``movv`` bit 0 is set (the host zeroes guest RAM; see :class:`tpmdev.TIS`).
     :param asynchronous: run commands on a worker thread; CTRL_START reads 1
         until the response is applied (at the next access, :meth:`poll` or
         :meth:`wait`).
@@ -62,13 +66,17 @@ class CRB(FirmwareDescribed, MmioDevice):
         close_backend: bool = True,
         on_complete: Optional[Callable[[], object]] = None,
         on_backend_error: Optional[Callable[[BackendError], object]] = None,
+        memory_clear: Optional[Callable[[], object]] = None,
     ) -> None:
         if isinstance(localities, bool) or localities not in (1, CRB_NUM_LOCALITIES):
             raise ConfigurationError(
                 f"localities must be 1 (QEMU's tpm-crb) or {CRB_NUM_LOCALITIES} (the PTP layout), "
                 f"got {localities!r}"
             )
-        self.ppi = check_flag("ppi", ppi)
+        #: The PPI page (``ppi=True``), or None.
+        self.ppi: Optional[PpiPage] = PpiPage() if check_flag("ppi", ppi) else None
+        clear = check_callback("memory_clear", memory_clear)
+        self._memory_clear = None if clear is None else self._contain("memory_clear", clear)
         self.localities = localities
         self.address = address  # checked by the core
         super().__init__(
@@ -82,6 +90,17 @@ class CRB(FirmwareDescribed, MmioDevice):
 
     def _make_core(self, request: Callable[[int], object]) -> Any:
         return self._Core(self._forced_version or 0, self.buffer_max, request, self.localities, self.address)
+
+    def _core_reset(self, tpm_version: int, bufsize: int) -> None:
+        # QEMU's CRB reset: the PPI page's memory-overwrite request first.
+        if self.ppi is not None:
+            self.ppi.reset(self._memory_clear)
+        self.core.reset(tpm_version, bufsize)
+
+    @property
+    def ppi_address(self) -> Optional[int]:
+        """Where the PPI page sits (0xFED45000), or None without one."""
+        return None if self.ppi is None else self.ppi.address
 
     @property
     def region_size(self) -> int:  # type: ignore[override]

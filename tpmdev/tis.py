@@ -42,6 +42,7 @@ from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError
 from tpmdev.firmware.described import FirmwareDescribed
+from tpmdev.firmware.ppi import PpiPage
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BASE_ADDRESS, TIS_BUFFER_MAX, TIS_REGION_SIZE, TIS_SYSBUS_BASE_ADDRESS
 
@@ -59,8 +60,14 @@ class TIS(FirmwareDescribed, MmioDevice):
     :param irq: called with the new level (0 or 1) of the interrupt line,
         only when it changes. An exception from it is logged and kept in
         :attr:`TIS.callback_error`; the register access goes on.
-    :param ppi: whether the platform has the Physical Presence Interface page
-        (QEMU's ``ppi`` property; used by the firmware descriptions).
+    :param ppi: whether the device has the Physical Presence Interface page
+        (QEMU's ``ppi`` property): :attr:`ppi` is then its
+        :class:`~tpmdev.firmware.ppi.PpiPage` (``ppi.memory``, 0x400 bytes a
+        simulator maps as RAM at :attr:`ppi_address`), else None.
+    :param memory_clear: called (no arguments) at every :meth:`reset` while
+        the page's ``movv`` bit 0 is set: the host then zeroes all guest RAM
+        but the PPI page, as QEMU does (the TCG memory-overwrite request).
+        Contained like ``irq``. Never called without the PPI page.
     :param asynchronous: run commands on a worker thread (see module doc).
     :param irq_num: the interrupt number reported in TPM_INT_VECTOR (QEMU's
         ``irq`` property, 0..15, default 5).
@@ -100,10 +107,14 @@ class TIS(FirmwareDescribed, MmioDevice):
         close_backend: bool = True,
         on_complete: Optional[Callable[[], object]] = None,
         on_backend_error: Optional[Callable[[BackendError], object]] = None,
+        memory_clear: Optional[Callable[[], object]] = None,
     ) -> None:
         self.irq_num = check_int("irq_num", irq_num, 0, self._irq_num_max, self._irq_num_what)
         self._irq = check_callback("irq", irq, " taking the new line level")
-        self.ppi = check_flag("ppi", ppi)
+        #: The PPI page (``ppi=True``), or None.
+        self.ppi: Optional[PpiPage] = PpiPage() if check_flag("ppi", ppi) else None
+        clear = check_callback("memory_clear", memory_clear)
+        self._memory_clear = None if clear is None else self._contain("memory_clear", clear)
         super().__init__(
             backend,
             tpm_version=tpm_version,
@@ -116,6 +127,17 @@ class TIS(FirmwareDescribed, MmioDevice):
     def _make_core(self, request: Callable[[int], object]) -> Any:
         irq = None if self._irq is None else self._contain("irq", self._irq)
         return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, irq, request)
+
+    def _core_reset(self, tpm_version: int, bufsize: int) -> None:
+        # QEMU's ISA TIS reset: the PPI page's memory-overwrite request first.
+        if self.ppi is not None:
+            self.ppi.reset(self._memory_clear)
+        self.core.reset(tpm_version, bufsize)
+
+    @property
+    def ppi_address(self) -> Optional[int]:
+        """Where the PPI page sits (0xFED45000), or None without one."""
+        return None if self.ppi is None else self.ppi.address
 
     @property
     def irq_level(self) -> int:
@@ -136,7 +158,8 @@ class TISSysbus(TIS):
     What differs is the platform around them:
 
     * no Physical Presence Interface (QEMU's sysbus device has no ``ppi``
-      property; :attr:`ppi` is always False);
+      property; :attr:`ppi` and :attr:`ppi_address` are always None, and
+      there is no ``memory_clear``);
     * ``irq`` is the device's sysbus IRQ 0, which the platform wires (on
       ``virt``, through the platform bus to the GIC); ``irq_num`` is only the
       number reported in TPM_INT_VECTOR, a 32-bit property QEMU does not

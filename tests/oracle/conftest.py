@@ -402,7 +402,7 @@ def tpm2(request: pytest.FixtureRequest) -> bool:
 def qemu_factory(tmp_path: Path) -> Iterator[Callable[..., Qemu]]:
     started: list[Any] = []
 
-    def make(tpm2: bool, name: str = "qemu", irq: int = 5, device: str = "tpm-tis") -> Qemu:
+    def make(tpm2: bool, name: str = "qemu", irq: int = 5, device: str = "tpm-tis", ppi: bool = True) -> Qemu:
         workdir = tmp_path / name
         if workdir.exists():  # several QEMUs in one test
             workdir = tmp_path / f"{name}-{len(started)}"
@@ -410,7 +410,7 @@ def qemu_factory(tmp_path: Path) -> Iterator[Callable[..., Qemu]]:
         sw = Swtpm(workdir, tpm2=tpm2)
         started.append(sw)
         sw.start()
-        qemu = Qemu(workdir, sw, irq=irq, device=device)
+        qemu = Qemu(workdir, sw, irq=irq, device=device, ppi=ppi)
         started.append(qemu)
         return qemu.start()
 

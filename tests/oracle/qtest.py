@@ -220,7 +220,14 @@ class Qemu:
     """One QEMU with a ``tpm-tis`` (or *device*) on a :class:`Swtpm`, driven over qtest."""
 
     def __init__(
-        self, workdir: Path, swtpm: Swtpm, *, timeout: float = 10.0, irq: int = 5, device: str = "tpm-tis"
+        self,
+        workdir: Path,
+        swtpm: Swtpm,
+        *,
+        timeout: float = 10.0,
+        irq: int = 5,
+        device: str = "tpm-tis",
+        ppi: bool = True,
     ) -> None:
         if device not in PLATFORMS:
             raise ValueError(f"unsupported TPM device {device!r}")
@@ -231,6 +238,7 @@ class Qemu:
         self.timeout = timeout
         self.irq_num = irq
         self.device = device
+        self.ppi = ppi  # the ISA TIS's and the CRB's ppi property (both default on)
         self.irq_levels: dict[int, int] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._listener: socket.socket | None = None
@@ -291,9 +299,10 @@ class Qemu:
         self.qmp("qmp_capabilities")
 
     def _device_arg(self) -> str:
+        ppi = "" if self.ppi or self.device == "tpm-tis-device" else ",ppi=off"
         if self.device in ("tpm-tis", "tpm-tis-device"):
-            return f"{self.device},tpmdev=tpm0,irq={self.irq_num}"
-        return f"{self.device},tpmdev=tpm0"  # tpm-crb has no interrupt
+            return f"{self.device},tpmdev=tpm0,irq={self.irq_num}{ppi}"
+        return f"{self.device},tpmdev=tpm0{ppi}"  # tpm-crb has no interrupt
 
     def close(self) -> None:
         for sock in (self._sock, self._qmp, self._listener):

@@ -113,4 +113,4 @@ def test_nothing_past_the_region(sysbus_pair: Pair) -> None:
     for offset in (0x5000, 0x5100, 0x515A, 0x53FC):
         sysbus_pair.q.write(offset, 0xFFFFFFFF)
         assert sysbus_pair.q.read(offset) == 0
-    assert sysbus_pair.dev.region_size == 0x5000 and sysbus_pair.dev.ppi is False
+    assert sysbus_pair.dev.region_size == 0x5000 and sysbus_pair.dev.ppi is None

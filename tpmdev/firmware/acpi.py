@@ -55,6 +55,7 @@ from typing import Any, Optional
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import aml as A
 from tpmdev.firmware import tpm_aml
+from tpmdev.firmware.ppi import PPI_ADDRESS
 from tpmdev.hw.regs import TPM_CRB_CTRL_REQ
 
 __all__ = [
@@ -116,8 +117,8 @@ TCPA_LASA_OFFSET = 42
 #: the event-log area QEMU reserves: the tables' log area minimum length (LAML)
 TPM_LOG_AREA_MINIMUM_SIZE = 0x10000
 
-#: Physical Presence Interface page on the PC machines (from tpmdev.firmware.ppi at merge)
-_PPI_ADDRESS = 0xFED45000
+#: Physical Presence Interface page on the PC machines
+_PPI_ADDRESS = PPI_ADDRESS
 
 _HEADER = struct.Struct("<4sIBB6s8sI4sI")
 # TPM2 body: platform class, reserved, control area address, start method,

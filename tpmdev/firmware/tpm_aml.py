@@ -34,6 +34,14 @@ from typing import Any
 
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import aml as A
+from tpmdev.firmware.ppi import (
+    PPI_ADDRESS,
+    PPI_FUNC_BLOCKED,
+    PPI_FUNC_MASK,
+    PPI_FUNC_NOT_IMPLEMENTED,
+    PPI_MOVV,
+    PPI_PPIN,
+)
 
 __all__ = [
     "KIND_TIS",
@@ -57,13 +65,18 @@ PPI_UUID = "3DDDFAA6-361B-4EB4-A424-8D10089D1653"
 #: TCG Platform Reset Attack Mitigation (memory clear) _DSM
 MEMORY_CLEAR_UUID = "376054ED-CC13-4675-901C-4756D7F2D45D"
 
-# The PPI page: from tpmdev.firmware.ppi at merge (PPI_ADDRESS, and the field offsets).
-_PPI_ADDRESS = 0xFED45000
-_PPI_FIELDS_OFFSET = 0x100  # ppin, then the 32-bit ppip .. lppr
-_PPI_FIELDS_LENGTH = 0x5A  # up to the end of next_step
-_PPI_MOVV_OFFSET = 0x15A
+# The PPI page (tpmdev.firmware.ppi): the ACPI fields start at ppin and run
+# up to the end of next_step; movv has a region of its own.
+_PPI_ADDRESS = PPI_ADDRESS
+_PPI_FIELDS_OFFSET = PPI_PPIN
+_PPI_FIELDS_LENGTH = PPI_MOVV - PPI_PPIN
+_PPI_MOVV_OFFSET = PPI_MOVV
 #: func[op] bits: the operation's state; 0 not implemented, 2 blocked for the OS
-_PPI_FUNC_MASK, _PPI_FUNC_NOT_IMPLEMENTED, _PPI_FUNC_BLOCKED = 0x07, 0, 2
+_PPI_FUNC_MASK, _PPI_FUNC_NOT_IMPLEMENTED, _PPI_FUNC_BLOCKED = (
+    PPI_FUNC_MASK,
+    PPI_FUNC_NOT_IMPLEMENTED,
+    PPI_FUNC_BLOCKED,
+)
 
 _TPM2_HID, _TPM2_STR, _TPM12_EISAID = "MSFT0101", "TPM 2.0 Device", "PNP0C31"
 _STA_PRESENT = 0x0F

@@ -11,7 +11,7 @@ IncrementalSelfTest, GetTestResult, GetRandom, StirRandom, GetCapability,
 ReadClock, PCR_Read, PCR_Extend, PCR_Event, PCR_Reset, PCR_Allocate, Hash,
 HashSequenceStart, SequenceUpdate, SequenceComplete, EventSequenceComplete,
 FlushContext, ReadPublic (no keys: only sequence objects exist),
-HierarchyChangeAuth, NV_DefineSpace, NV_UndefineSpace, NV_ReadPublic,
+HierarchyChangeAuth, Clear, ClearControl, ChangeEPS, NV_DefineSpace, NV_UndefineSpace, NV_ReadPublic,
 NV_Write, NV_Read, NV_Increment, NV_Extend, NV_SetBits, NV_WriteLock,
 NV_ReadLock. Authorization is by password session only (TPM_RS_PW); HMAC and
 policy sessions, keys and persistent objects are out of scope.

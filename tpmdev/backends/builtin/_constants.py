@@ -163,6 +163,10 @@ __all__ = [
     "TPM_CC_FlushContext",
     "TPM_CC_HashSequenceStart",
     "TPM_CC_HierarchyChangeAuth",
+    "TPM_CC_ChangeEPS",
+    "TPM_CC_Clear",
+    "TPM_CC_ClearControl",
+    "TPM_RC_DISABLED",
     "TPM_CC_NV_DefineSpace",
     "TPM_CC_NV_Extend",
     "TPM_CC_NV_Increment",
@@ -233,6 +237,9 @@ TPM_SU_STATE = 0x0001
 
 # --- command codes (TPM_CC, Part 2 6.5.2) ---------------------------------
 TPM_CC_NV_UndefineSpace = 0x00000122
+TPM_CC_ChangeEPS = 0x00000124
+TPM_CC_Clear = 0x00000126
+TPM_CC_ClearControl = 0x00000127
 TPM_CC_HierarchyChangeAuth = 0x00000129
 TPM_CC_NV_DefineSpace = 0x0000012A
 TPM_CC_PCR_Allocate = 0x0000012B
@@ -272,6 +279,7 @@ TPM_RC_VER1 = 0x100
 TPM_RC_INITIALIZE = TPM_RC_VER1 + 0x000
 TPM_RC_FAILURE = TPM_RC_VER1 + 0x001
 TPM_RC_SEQUENCE = TPM_RC_VER1 + 0x003
+TPM_RC_DISABLED = TPM_RC_VER1 + 0x020
 TPM_RC_AUTH_TYPE = TPM_RC_VER1 + 0x024
 TPM_RC_PCR = TPM_RC_VER1 + 0x027
 TPM_RC_AUTH_UNAVAILABLE = TPM_RC_VER1 + 0x02F

@@ -234,6 +234,7 @@ def tpm2_dump(engine: Any, drbg: bytes | None, virtual: Callable[[], int | None]
         "da_heal_ms": s.da_heal_ms,
         "lockout_auth_enabled": s.lockout_auth_enabled,
         "lockout_failed_ms": s.lockout_failed_ms,
+        "disable_clear": s.disable_clear,
         "da_used_pending": s.da_used_pending,
         "shutdown_type": s.shutdown_type,
         "drbg": drbg.hex() if drbg is not None else None,
@@ -323,6 +324,7 @@ def tpm2_load(
         new.da_heal_ms = _int(perm["da_heal_ms"])
         new.lockout_auth_enabled = _bool(perm["lockout_auth_enabled"])
         new.lockout_failed_ms = _int(perm["lockout_failed_ms"])
+        new.disable_clear = _bool(perm.get("disable_clear", False))  # absent from older blobs
         new.da_used_pending = _bool(perm["da_used_pending"])
         shutdown = perm["shutdown_type"]
         new.shutdown_type = None if shutdown is None else _int(shutdown, 0, 1)

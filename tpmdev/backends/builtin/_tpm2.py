@@ -25,7 +25,9 @@ Commands (see :data:`COMMANDS`):
   are sequence objects, so ReadPublic answers TPM_RC_SEQUENCE for a loaded
   slot, TPM_RC_REFERENCE_H0 for an empty one and TPM_RC_HANDLE for any
   persistent handle. Loading or creating keys is out of scope;
-* HierarchyChangeAuth (owner, endorsement, platform and lockout authValues);
+* hierarchies: HierarchyChangeAuth (owner, endorsement, platform and
+  lockout authValues), Clear and ClearControl (what firmware sends for a
+  Physical Presence "clear" request), ChangeEPS;
 * ReadClock, GetCapability (algorithms, handles, commands, PCRs, properties).
 
 Everything else answers TPM_RC_COMMAND_CODE.
@@ -127,6 +129,7 @@ _DA_LOCKOUT_RECOVERY_MS = 1000 * 1000
 
 # TPMA_CC bits (Part 2 9.21)
 _CC_NV = 1 << 22
+_CC_EXTENSIVE = 1 << 23
 _CC_FLUSHED = 1 << 24
 _CC_HANDLES_SHIFT = 25
 _CC_RHANDLE = 1 << 28
@@ -137,6 +140,7 @@ _H_PCR_NULL = "TPMI_DH_PCR+"
 _H_PROVISION = "TPMI_RH_PROVISION"
 _H_PLATFORM = "TPMI_RH_PLATFORM"
 _H_HIERARCHY_AUTH = "TPMI_RH_HIERARCHY_AUTH"
+_H_CLEAR = "TPMI_RH_CLEAR"
 _H_NV_AUTH = "TPMI_RH_NV_AUTH"
 _H_NV_INDEX = "TPMI_RH_NV_INDEX"
 _H_OBJECT = "TPMI_DH_OBJECT"
@@ -235,6 +239,8 @@ class Tpm2State:
     #: The same, since the last Startup (the reference g_daUsed).
     da_used: bool = False
     lockout_failed_ms: int = 0
+    #: TPMA_PERMANENT.disableClear (TPM2_ClearControl): TPM2_Clear is refused.
+    disable_clear: bool = False
     #: Loaded sequence objects by handle (TRANSIENT_FIRST + slot).
     objects: dict[int, Sequence] = field(default_factory=dict)
 
@@ -251,8 +257,8 @@ class Command:
     ``handles`` names the TPMI_ type of each handle; the first ``auth`` of
     them need an authorization (USER role). ``nv_write`` says whether the
     command writes an NV index (decides which of AUTHREAD/AUTHWRITE makes the
-    index's authValue usable). ``nv``, ``flushed`` and ``r_handle`` are the
-    TPMA_CC bits.
+    index's authValue usable). ``nv``, ``extensive``, ``flushed`` and ``r_handle`` are
+    the TPMA_CC bits.
     """
 
     code: int
@@ -263,6 +269,7 @@ class Command:
     flushed: bool = False
     r_handle: bool = False
     nv_write: bool = False
+    extensive: bool = False
 
     @property
     def tpma_cc(self) -> int:
@@ -270,6 +277,7 @@ class Command:
         return (
             self.code
             | (_CC_NV if self.nv else 0)
+            | (_CC_EXTENSIVE if self.extensive else 0)
             | (_CC_FLUSHED if self.flushed else 0)
             | (len(self.handles) << _CC_HANDLES_SHIFT)
             | (_CC_RHANDLE if self.r_handle else 0)
@@ -282,6 +290,9 @@ COMMANDS: dict[int, Command] = {
     cmd.code: cmd
     for cmd in (
         Command(c.TPM_CC_NV_UndefineSpace, "nv_undefine_space", (_H_PROVISION, _H_NV_INDEX), 1, nv=True),
+        Command(c.TPM_CC_ChangeEPS, "change_eps", (_H_PLATFORM,), 1, nv=True, extensive=True),
+        Command(c.TPM_CC_Clear, "clear", (_H_CLEAR,), 1, nv=True, extensive=True),
+        Command(c.TPM_CC_ClearControl, "clear_control", (_H_CLEAR,), 1, nv=True),
         Command(c.TPM_CC_HierarchyChangeAuth, "hierarchy_change_auth", (_H_HIERARCHY_AUTH,), 1, nv=True),
         Command(c.TPM_CC_NV_DefineSpace, "nv_define_space", (_H_PROVISION,), 1, nv=True),
         Command(c.TPM_CC_PCR_Allocate, "pcr_allocate", (_H_PLATFORM,), 1, nv=True),
@@ -541,6 +552,8 @@ class Tpm2:
             ok = handle in (c.TPM_RH_OWNER, c.TPM_RH_PLATFORM)
         elif kind == _H_PLATFORM:
             ok = handle == c.TPM_RH_PLATFORM
+        elif kind == _H_CLEAR:
+            ok = handle in (c.TPM_RH_LOCKOUT, c.TPM_RH_PLATFORM)
         else:  # _H_HIERARCHY_AUTH
             ok = handle in (c.TPM_RH_LOCKOUT, *_HIERARCHIES)
         if not ok:
@@ -1069,6 +1082,55 @@ class Tpm2:
         self.state.hierarchy_auth[handles[0]] = auth.rstrip(b"\0")
         return b""
 
+    def _cmd_clear_control(self, r: Reader, handles: list[int], locality: int) -> bytes:
+        with _param(1):
+            disable = r.u8()
+            if disable > 1:  # TPMI_YES_NO
+                raise TpmError(c.TPM_RC_VALUE)
+        self._end(r)
+        # Part 3 24.7: only the platform may enable TPM2_Clear again.
+        if handles[0] == c.TPM_RH_LOCKOUT and not disable:
+            raise TpmError(c.TPM_RC_AUTH_FAIL)
+        self.state.disable_clear = bool(disable)
+        return b""
+
+    def _cmd_clear(self, r: Reader, handles: list[int], locality: int) -> bytes:
+        """Part 3 24.6: the owner's and the endorsement hierarchy's secrets,
+        authorizations and NV indices go; the platform's stay."""
+        self._end(r)
+        s = self.state
+        if s.disable_clear:
+            raise TpmError(c.TPM_RC_DISABLED)
+        s.proofs[c.TPM_RH_OWNER] = self.rng.generate(32)  # new SPS and shProof
+        s.proofs[c.TPM_RH_ENDORSEMENT] = self.rng.generate(32)  # new ehProof
+        for hierarchy in (c.TPM_RH_OWNER, c.TPM_RH_ENDORSEMENT, c.TPM_RH_LOCKOUT):
+            s.hierarchy_auth.pop(hierarchy, None)
+        for handle in [h for h, index in s.nv.items() if not index.has(nvm.TPMA_NV_PLATFORMCREATE)]:
+            index = s.nv.pop(handle)
+            if index.type == nvm.TPM_NT_COUNTER and index.has(nvm.TPMA_NV_WRITTEN):
+                s.max_counter = max(s.max_counter, int.from_bytes(index.data, "big"))
+        # Dictionary-attack state back to its initial values.
+        s.failed_tries = 0
+        s.lockout_auth_enabled = True
+        # The clock starts again at 0 (time since power-on is not touched),
+        # safe; the reset and restart counts too.
+        s.clock_ms = -max(0, self.now_ms() - s.power_on_ms)
+        s.clock_safe = True
+        s.da_heal_ms = 0
+        s.lockout_failed_ms = 0
+        s.reset_count = s.restart_count = 0
+        self._pcr_changed(0)
+        return b""
+
+    def _cmd_change_eps(self, r: Reader, handles: list[int], locality: int) -> bytes:
+        """Part 3 24.5: a new endorsement seed (here: its proof); the
+        endorsement authValue is emptied."""
+        self._end(r)
+        s = self.state
+        s.proofs[c.TPM_RH_ENDORSEMENT] = self.rng.generate(32)
+        s.hierarchy_auth.pop(c.TPM_RH_ENDORSEMENT, None)
+        return b""
+
     # -- commands: NV storage ---------------------------------------------
     def _cmd_nv_define_space(self, r: Reader, handles: list[int], locality: int) -> bytes:
         with _param(1):
@@ -1315,6 +1377,19 @@ class Tpm2:
         more, keys = _limit(keys, count, _MAX_TPM_PROPERTIES)
         return more, u32(len(keys)) + b"".join(u32(k) + u32(table[k]) for k in keys)
 
+    def _tpma_permanent(self) -> int:
+        """TPMA_PERMANENT (Part 2 8.6)."""
+        s = self.state
+        auth = s.hierarchy_auth
+        return (
+            (1 if auth.get(c.TPM_RH_OWNER) else 0)  # ownerAuthSet
+            | (2 if auth.get(c.TPM_RH_ENDORSEMENT) else 0)  # endorsementAuthSet
+            | (4 if auth.get(c.TPM_RH_LOCKOUT) else 0)  # lockoutAuthSet
+            | (0x100 if s.disable_clear else 0)  # disableClear
+            | (0x200 if s.failed_tries >= DA_MAX_TRIES else 0)  # inLockout
+            | 0x400  # tpmGeneratedEPS: this TPM made its endorsement seed itself
+        )
+
     def _variable_properties(self) -> dict[int, int]:
         """TPM_PT_VAR properties (Part 2 6.13)."""
         s = self.state
@@ -1323,7 +1398,7 @@ class Tpm2:
         counters = sum(1 for index in s.nv.values() if index.type == nvm.TPM_NT_COUNTER)
         self._da_heal()
         return {
-            c.PT_VAR + 0: 0,  # TPM_PT_PERMANENT
+            c.PT_VAR + 0: self._tpma_permanent(),  # TPM_PT_PERMANENT
             c.PT_VAR + 1: startup_clear,  # TPM_PT_STARTUP_CLEAR
             c.PT_VAR + 2: len(s.nv),  # TPM_PT_HR_NV_INDEX
             c.PT_VAR + 3: 0,  # TPM_PT_HR_LOADED (sessions)
