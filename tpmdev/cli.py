@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 from collections.abc import Sequence
 
 import tpmdev
-from tpmdev import _cli_tcti
+from tpmdev import _cli_serve, _cli_tcti
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
@@ -260,6 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
     _cli_tcti.register(sub)
+    _cli_serve.register(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:
