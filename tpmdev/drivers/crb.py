@@ -270,6 +270,12 @@ class CrbDriver:
         if locality is not None and locality != self.locality:
             self.locality = _check_locality(locality, 4)
             self._base = self.locality << CRB_LOCALITY_SHIFT
+        available = getattr(self.device, "localities", 5)
+        if self.locality >= available:
+            raise ConfigurationError(
+                f"this CRB has {available} localit{'y' if available == 1 else 'ies'} (QEMU's has one; "
+                f"tpmdev.CRB(localities=5) has five): locality {self.locality} is not there"
+            )
         self.request_locality()
         try:
             self.command_ready()
