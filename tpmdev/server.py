@@ -162,9 +162,18 @@ def _u32(value: int) -> bytes:
     return struct.pack(">I", value & 0xFFFFFFFF)
 
 
+#: Linux's TCP_QUICKACK (None elsewhere)
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
 def _recv(conn: socket.socket, n: int) -> bytes:
     data = b""
     while len(data) < n:
+        if _QUICKACK is not None:
+            # tpm2-tss writes a message in pieces (the mssim prefix, then the
+            # command): acknowledge at once, or its Nagle waits for our
+            # delayed ACK (about 40 ms) before it sends the rest
+            conn.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         chunk = conn.recv(n - len(data))
         if not chunk:
             raise _Closed(f"connection closed after {len(data)} of {n} bytes")
