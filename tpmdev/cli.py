@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 from collections.abc import Sequence
 
 import tpmdev
-from tpmdev import _cli_serve, _cli_tcti
+from tpmdev import _cli_replay, _cli_serve, _cli_tcti, _cli_trace
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
@@ -261,6 +261,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     _cli_tcti.register(sub)
     _cli_serve.register(sub)
+    _cli_trace.register(sub)
+    _cli_replay.register(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:

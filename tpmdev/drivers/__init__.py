@@ -85,21 +85,24 @@ def for_device(
     from tpmdev.tis import TIS, TISSysbus
     from tpmdev.tis_i2c import TISI2C
 
-    if isinstance(dev, (TIS, TISSysbus)):
+    # a wrapper that records or filters the register accesses (tpmdev.trace.Recorder)
+    # is driven like the device it wraps
+    kind = getattr(dev, "wrapped_device", dev)
+    if isinstance(kind, (TIS, TISSysbus)):
         tis = TisDriver(dev, timeouts=timeouts, timeout=timeout)
         tis.probe()
         return tis
-    if isinstance(dev, CRB):
+    if isinstance(kind, CRB):
         crb = CrbDriver(dev, timeouts=timeouts, timeout=timeout)
         crb.probe()
         return crb
-    if isinstance(dev, TISI2C):
+    if isinstance(kind, TISI2C):
         i2c = TisI2CDriver(dev, timeouts=timeouts, timeout=timeout, sleep=_no_sleep)
         i2c.probe()
         return i2c
-    if isinstance(dev, SPAPR):
+    if isinstance(kind, SPAPR):
         if platform is None:
-            platform = _platform_of(dev)
+            platform = _platform_of(kind)
         spapr = IbmvtpmDriver(dev, platform, timeouts=timeouts, timeout=timeout)
         spapr.probe()
         return spapr
