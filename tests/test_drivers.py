@@ -165,7 +165,8 @@ def test_timeout_fires_and_cancel_reaches_the_backend(
             if kind == "swtpm":
                 assert control_cancels == [1]  # CMD_CANCEL_TPM_CMD went to swtpm
         assert dev.wait(30)
-        # the device recovers: the next command runs
+        # the device recovers: the next commands run (bounds generous for a loaded host)
+        driver.timeouts = driver.timeouts.uniform(10)
         assert response_code(driver.transmit(C.tpm2_startup())) == 0
         assert response_code(driver.transmit(C.tpm2_get_random(8))) == 0
 
@@ -177,7 +178,6 @@ def test_a_slow_command_within_its_duration_is_not_cancelled(impl: str, frontend
     gate = Gate(backend)
     with make_device(frontend, backend, impl, asynchronous=True) as dev:
         driver = for_device(dev)
-        assert response_code(driver.transmit(C.tpm2_startup())) == 0
         gate.arm()
         timer = threading.Timer(0.05, gate.release)
         timer.start()

@@ -150,8 +150,13 @@ class TisDriver:
 
     @property
     def timeouts(self) -> Timeouts:
+        """The bounds in force (the kernel's for :attr:`tpm_version` unless given)."""
         base = self._timeouts or for_version(self.tpm_version)
         return base.uniform(self._timeout) if self._timeout is not None else base
+
+    @timeouts.setter
+    def timeouts(self, value: Timeouts) -> None:
+        self._timeouts, self._timeout = value, None
 
     # -- register access --------------------------------------------------
     def _r(self, reg: int, size: int = 4) -> int:
