@@ -60,7 +60,6 @@ import threading
 from collections.abc import Callable
 from typing import Any, Optional
 
-from tpmdev.backends import swtpm as sw
 from tpmdev.drivers import for_device
 from tpmdev.errors import ConfigurationError, TpmDevError
 from tpmdev.wire import HEADER_SIZE, header_size
@@ -136,22 +135,27 @@ _TPM_SUCCESS = 0
 _TPM_FAIL = 9
 _TPM_BAD_ORDINAL = 0x0A
 _TPM_BAD_LOCALITY = 0x3D
-_SWTPM_CAPS = (
-    sw.PTM_CAP_INIT
-    | sw.PTM_CAP_SHUTDOWN
-    | sw.PTM_CAP_GET_TPMESTABLISHED
-    | sw.PTM_CAP_SET_LOCALITY
-    | sw.PTM_CAP_CANCEL_TPM_CMD
-    | sw.PTM_CAP_STORE_VOLATILE
-    | sw.PTM_CAP_RESET_TPMESTABLISHED
-    | sw.PTM_CAP_STOP
-    | sw.PTM_CAP_GET_CONFIG
-    | sw.PTM_CAP_SET_BUFFERSIZE
-    | sw.PTM_CAP_GET_INFO
-)
+
 #: Seconds a client may take to finish a message it has started
 _IO_TIMEOUT = 30.0
 _MAX_COMMAND = 0x10000
+
+
+def _swtpm_caps(sw: Any) -> int:
+    """The PTM_CAP_* bits this server's control port serves."""
+    return int(
+        sw.PTM_CAP_INIT
+        | sw.PTM_CAP_SHUTDOWN
+        | sw.PTM_CAP_GET_TPMESTABLISHED
+        | sw.PTM_CAP_SET_LOCALITY
+        | sw.PTM_CAP_CANCEL_TPM_CMD
+        | sw.PTM_CAP_STORE_VOLATILE
+        | sw.PTM_CAP_RESET_TPMESTABLISHED
+        | sw.PTM_CAP_STOP
+        | sw.PTM_CAP_GET_CONFIG
+        | sw.PTM_CAP_SET_BUFFERSIZE
+        | sw.PTM_CAP_GET_INFO
+    )
 
 
 class _Closed(Exception):
@@ -461,11 +465,13 @@ class TpmServer:
         conn.sendall(self._run(command, self.locality))
 
     def _swtpm_control(self, conn: socket.socket) -> None:
+        from tpmdev.backends import swtpm as sw  # (its message tables: loaded for this protocol only)
+
         code = _recv_u32(conn)
         result = _TPM_SUCCESS
         body = b""
         if code == sw.CMD_GET_CAPABILITY:
-            conn.sendall(_u32(0) + _u32(_SWTPM_CAPS))  # u32 result, u32 caps (ptm_cap_n)
+            conn.sendall(_u32(0) + _u32(_swtpm_caps(sw)))  # u32 result, u32 caps (ptm_cap_n)
             return
         if code == sw.CMD_INIT:
             _recv_u32(conn)  # init flags
