@@ -223,17 +223,22 @@ class TisDriver:
 
     # -- probe ----------------------------------------------------------------
     def probe(self) -> int:
-        """Linux's probe at locality 0; returns the TPM version (1 or 2)."""
+        """Linux's probe at locality 0; returns the TPM version (1 or 2).
+        The driver's own locality is kept for the commands after it."""
+        own = self.locality
         self._at(0)
-        self.did_vid = self._r(TPM_DID_VID)
-        self._wait(
-            "tpmRegValidSts",
-            lambda: bool(self._r(TPM_ACCESS, 1) & TPM_ACCESS_TPM_REG_VALID_STS),
-            self.timeouts.a,
-        )
-        self.tpm_version = tpm_version_of(self.transmit(tpm2_probe_command()))
-        self.rid = self._r(TPM_RID, 1)
-        self.intf_caps = self._r(TPM_INTF_CAPABILITY)
+        try:
+            self.did_vid = self._r(TPM_DID_VID)
+            self._wait(
+                "tpmRegValidSts",
+                lambda: bool(self._r(TPM_ACCESS, 1) & TPM_ACCESS_TPM_REG_VALID_STS),
+                self.timeouts.a,
+            )
+            self.tpm_version = tpm_version_of(self.transmit(tpm2_probe_command()))
+            self.rid = self._r(TPM_RID, 1)
+            self.intf_caps = self._r(TPM_INTF_CAPABILITY)
+        finally:
+            self._at(own)
         return self.tpm_version
 
     # -- the steps ----------------------------------------------------------
