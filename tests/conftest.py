@@ -10,7 +10,8 @@ of the same module. Which variants exist decides which ids there are:
 * otherwise (a pure install, ``TPMDEV_NO_EXTENSIONS=1``): ``py`` only.
 
 Tests that need what a pure install lacks on purpose (the compiled models,
-through ``compiled_core_class``; Cython itself, through ``cython_module``)
+through ``compiled_core_class``; Cython itself, through ``cython_module``;
+tpm2-pytss, the ``tss`` extra, through ``tss``)
 are deselected, never skipped, in a pure install without
 ``TPMDEV_REQUIRE_EXTENSIONS``, and the summary says how many and why. A
 pure install therefore runs every behavioural test once and skips nothing.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import os
 import threading
 from collections.abc import Iterator
@@ -49,6 +51,10 @@ def _cython_importable() -> bool:
     return True
 
 
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
 REQUIRE = _flag("TPMDEV_REQUIRE_EXTENSIONS")
 #: The variants this run tests (the ids of ``impl``).
 VARIANTS = ["c", "py"] if tpmdev.USE_EXTENSIONS or REQUIRE else ["py"]
@@ -57,6 +63,7 @@ NEEDS = {
     "compiled_core_class": ("the compiled register models", tpmdev.USE_EXTENSIONS),
     "compiled_crb_core_class": ("the compiled register models", tpmdev.USE_EXTENSIONS),
     "cython_module": ("Cython", _cython_importable()),
+    "tss": ("tpm2-pytss (the tss extra)", _importable("tpm2_pytss")),
 }
 _DROPPED = pytest.StashKey[tuple[int, list[str]]]()
 
@@ -140,6 +147,15 @@ def cython_module() -> ModuleType:
         return importlib.import_module("cython")
     except ImportError:
         pytest.fail("Cython is not installed (the test extra installs it)")
+
+
+@pytest.fixture
+def tss() -> ModuleType:
+    """tpm2-pytss (the ``tss`` extra), for the tests of :mod:`tpmdev.tcti`."""
+    try:
+        return importlib.import_module("tpm2_pytss")
+    except ImportError:
+        pytest.fail("tpm2-pytss is not installed (pip install '.[tss]'; it builds against libtss2-dev)")
 
 
 @pytest.fixture

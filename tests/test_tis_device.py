@@ -57,7 +57,7 @@ def test_irq_num_in_int_vector(tis_class: type[tpmdev.TIS]) -> None:
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_commands_through_registers(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
     with tis_class(tpmdev.backends.Builtin(), asynchronous=asynchronous) as dev:
-        driver = TisDriver(dev, locality=0)
+        driver = TisDriver(dev, locality=0, timeout=10)
         assert response_code(driver.transmit(C.tpm2_startup())) == 0
         assert len(C.decode_get_random(driver.transmit(C.tpm2_get_random(20)))) == 20
         digest = hashlib.sha256(b"measured").digest()

@@ -95,7 +95,7 @@ def test_linux_driver_session(
 ) -> None:
     trace: list[tuple[str, bytes]] = []
     with i2c_class(backend_factory(), asynchronous=asynchronous) as dev:  # type: ignore[operator]
-        driver = TisI2CDriver(dev, trace=lambda op, data: trace.append((op, data)))
+        driver = TisI2CDriver(dev, timeout=10, trace=lambda op, data: trace.append((op, data)))
         driver.probe()
         # the probe order: I2C capability first (guard times), LOC_SEL = 0,
         # checksum on, then the TIS probe: DID_VID, ACCESS valid, INT_ENABLE

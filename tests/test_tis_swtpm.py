@@ -45,10 +45,10 @@ def test_commands_over_swtpm(tis_class: type[tpmdev.TIS], emulator: Emulator, as
     with tis_class(emulator, asynchronous=asynchronous) as dev:
         assert dev.tpm_version == 2
         assert (
-            response_code(TisDriver(dev, locality=1).transmit(C.tpm2_startup())) == 0x907
+            response_code(TisDriver(dev, locality=1, timeout=10).transmit(C.tpm2_startup())) == 0x907
         )  # TPM_RC_LOCALITY
-        assert response_code(TisDriver(dev, locality=0).transmit(C.tpm2_startup())) == 0
-        driver = TisDriver(dev, locality=1)
+        assert response_code(TisDriver(dev, locality=0, timeout=10).transmit(C.tpm2_startup())) == 0
+        driver = TisDriver(dev, locality=1, timeout=10)
         digest = hashlib.sha256(b"x").digest()
         assert response_code(driver.transmit(C.tpm2_pcr_extend(16, digest))) == 0
         _, values = C.decode_pcr_read(driver.transmit(C.tpm2_pcr_read([16])))

@@ -84,7 +84,7 @@ def test_commands(tis_sysbus_class: type[tpmdev.TISSysbus], asynchronous: bool) 
         asynchronous=asynchronous,
         on_complete=lambda: names.append(threading.current_thread().name),
     ) as dev:
-        driver = TisDriver(dev, locality=0)
+        driver = TisDriver(dev, locality=0, timeout=10)
         assert response_code(driver.transmit(C.tpm2_startup())) == 0
         assert len(C.decode_get_random(driver.transmit(C.tpm2_get_random(24)))) == 24
     assert names == (["tpmdev-tis-sysbus-worker"] * 2 if asynchronous else [])

@@ -25,6 +25,8 @@ from tpmdev.drivers import commands as C
 from tpmdev._device import Device
 from tpmdev._cli_acpi import register as register_acpi
 from tpmdev._cli_eventlog import register as register_eventlog
+from tpmdev._cli_serve import register as register_serve
+from tpmdev._cli_tcti import register as register_tcti
 from tpmdev._cli_trace import register as register_trace
 from tpmdev.drivers.crb import CrbDriver
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
@@ -263,6 +265,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     register_acpi(sub)
     register_eventlog(sub)
+    register_tcti(sub)
+    register_serve(sub)
     register_trace(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)

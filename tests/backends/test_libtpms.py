@@ -627,7 +627,7 @@ def libtpms2() -> Iterator[Libtpms]:
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_tis_frontend_over_libtpms(tis_class: type[tpmdev.TIS], asynchronous: bool) -> None:
     with tis_class(Libtpms(2), asynchronous=asynchronous) as dev:
-        driver = TisDriver(dev, locality=0)
+        driver = TisDriver(dev, locality=0, timeout=10)
         assert response_code(driver.transmit(C.tpm2_startup())) == 0
         digest = hashlib.sha256(b"through the registers").digest()
         assert response_code(driver.transmit(C.tpm2_pcr_extend(16, digest))) == 0
@@ -636,7 +636,7 @@ def test_tis_frontend_over_libtpms(tis_class: type[tpmdev.TIS], asynchronous: bo
         # The locality the guest holds reaches libtpms.
         assert response_code(driver.transmit(C.tpm2_pcr_reset(20))) == TPM_RC_LOCALITY
         driver.relinquish_locality()
-        at_2 = TisDriver(dev, locality=2)
+        at_2 = TisDriver(dev, locality=2, timeout=10)
         assert response_code(at_2.transmit(C.tpm2_pcr_reset(20))) == TPM_RC_SUCCESS
     with Libtpms(2):  # the frontend closed the backend
         pass

@@ -555,7 +555,7 @@ def test_through_tis(passthrough: MakePT, version: int) -> None:
 def test_through_tis_pcrs(passthrough: MakePT) -> None:
     backend, _ = passthrough(2)
     with tpmdev.TIS(backend, asynchronous=True) as dev:
-        driver = TisDriver(dev)
+        driver = TisDriver(dev, timeout=10)
         digest = hashlib.sha256(b"tis").digest()
         assert rc(driver.transmit(c.tpm2_pcr_extend(16, digest))) == 0
         _, values = c.decode_pcr_read(driver.transmit(c.tpm2_pcr_read([16])))

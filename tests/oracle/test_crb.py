@@ -176,7 +176,7 @@ def test_unaligned_stores_and_loads(crb_pair: CrbPair) -> None:
 
 @pytest.mark.parametrize("style", ["linux", "edk2"])
 def test_commands_as_the_drivers_send_them(crb_pair: CrbPair, style: str) -> None:
-    driver = CrbDriver(crb_pair, style=style)  # every access of the driver goes to both
+    driver = CrbDriver(crb_pair, style=style, timeout=10)  # every access of the driver goes to both
     for name, command in table(crb_pair).items():
         if name.startswith("get_random"):
             continue

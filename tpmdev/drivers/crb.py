@@ -22,7 +22,15 @@ The command and response buffer is found as both drivers find it: from the
 CMD_LADDR / CMD_HADDR, RSP_ADDR and size registers, translated to an offset
 with the device's base *address*. Works on anything with ``read(offset,
 size)`` / ``write(offset, value, size)``: a :class:`tpmdev.CRB`, or QEMU over
-qtest in the conformance tests. Every wait is bounded by ``timeout`` seconds.
+qtest in the conformance tests.
+
+Timeouts are the kernel's (:mod:`tpmdev.drivers._timeouts`): TIMEOUT_C for
+the locality and cmdReady, the command's duration for START to clear. When
+the duration runs out the driver cancels as Linux's ``crb_cancel`` does
+(CTRL_CANCEL = 1, which QEMU passes to the backend; the next send clears
+it), goes idle, releases the locality and raises :class:`CrbTimeout`. A CRB
+is TPM 2.0 only (Linux sets the TPM 2.0 flag without probing); EDK2's style
+refuses a TPM 1.2 response.
 """
 
 from __future__ import annotations
@@ -30,12 +38,14 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional
 
-from tpmdev.drivers.tis import RegisterAccess, Trace
-from tpmdev.errors import TpmDevError
+from tpmdev.drivers._timeouts import TPM2_TIMEOUTS, Timeouts
+from tpmdev.drivers.tis import RegisterAccess, Trace, _check_locality
+from tpmdev.errors import ConfigurationError, TpmDevError
 from tpmdev.hw.regs import (
     CRB_BASE_ADDRESS,
     CRB_LOCALITY_SHIFT,
     TPM_CRB_CTRL_CANCEL,
+    TPM_CRB_CTRL_CANCEL_INVOKE,
     TPM_CRB_CTRL_CMD_HADDR,
     TPM_CRB_CTRL_CMD_LADDR,
     TPM_CRB_CTRL_CMD_SIZE,
@@ -85,7 +95,8 @@ class CrbDriver:
     :param style: ``"linux"`` or ``"edk2"`` (see the module doc).
     :param address: the guest-physical base of the region, to turn the
         buffer address registers into offsets.
-    :param timeout: seconds to wait for any state change.
+    :param timeouts: the bounds of every wait (default: the kernel's).
+    :param timeout: if given, every wait is bounded by this many seconds instead.
     :param trace: called as ``trace(op, offset, size, value)`` for every
         register access (``op`` is ``"r"`` or ``"w"``).
     """
@@ -97,21 +108,24 @@ class CrbDriver:
         *,
         style: str = "linux",
         address: int = CRB_BASE_ADDRESS,
-        timeout: float = 10.0,
+        timeouts: Optional[Timeouts] = None,
+        timeout: Optional[float] = None,
         trace: Optional[Trace] = None,
     ) -> None:
-        if not 0 <= locality <= 4:
-            raise ValueError(f"a CRB has localities 0..4, not {locality}")
+        self.locality = _check_locality(locality, 4)
         if style not in STYLES:
-            raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+            raise ConfigurationError(f"style must be one of {STYLES}, got {style!r}")
         self.device = device
-        self.locality = locality
         self.style = style
         self.address = address
-        self.timeout = timeout
+        base = timeouts or TPM2_TIMEOUTS
+        self.timeouts = base.uniform(timeout) if timeout is not None else base
         self.trace = trace
-        self._base = locality << CRB_LOCALITY_SHIFT
+        self.tpm_version = 2
+        self._base = self.locality << CRB_LOCALITY_SHIFT
         self._cmd: Optional[tuple[int, int, int, int]] = None
+        #: commands cancelled after their duration ran out
+        self.cancels = 0
 
     # -- register access --------------------------------------------------
     def _r(self, reg: int, size: int = 4) -> int:
@@ -132,14 +146,17 @@ class CrbDriver:
             self.trace("w", offset, size, value)
         self.device.write(offset, value, size)
 
-    def _wait(self, what: str, done: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.timeout
+    def _wait(self, what: str, done: Callable[[], bool], timeout: Optional[float] = None) -> None:
+        timeout = self.timeouts.c if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         spins = 0
         while not done():
             spins += 1
             if spins > 64:
                 if time.monotonic() > deadline:
-                    raise CrbTimeout(f"CRB locality {self.locality}: timed out waiting for {what}")
+                    raise CrbTimeout(
+                        f"CRB locality {self.locality}: timed out after {timeout:g} s waiting for {what}"
+                    )
                 time.sleep(0.0001)
 
     # -- the steps ----------------------------------------------------------
@@ -165,7 +182,7 @@ class CrbDriver:
             self._wait("locAssigned", lambda: self._r(TPM_LOC_STATE) & want == want)
         else:
             self._w(TPM_LOC_CTRL, TPM_LOC_CTRL_REQUEST_ACCESS)
-            self._wait("Granted", lambda: bool(self._r(TPM_LOC_STS) & TPM_LOC_STS_GRANTED))
+            self._wait("Granted", lambda: bool(self._r(TPM_LOC_STS) & TPM_LOC_STS_GRANTED), self.timeouts.a)
 
     def relinquish_locality(self) -> None:
         self._w(TPM_LOC_CTRL, TPM_LOC_CTRL_RELINQUISH)
@@ -174,7 +191,11 @@ class CrbDriver:
         if self.style == "edk2":
             bypass = self._r(TPM_CRB_INTF_ID) & TPM_CRB_INTF_CAP_CRB_IDLE_BYPASS
             if not bypass and not self._r(TPM_CRB_CTRL_STS) & TPM_CRB_CTRL_STS_TPM_IDLE:
-                self._wait("tpmIdle", lambda: bool(self._r(TPM_CRB_CTRL_STS) & TPM_CRB_CTRL_STS_TPM_IDLE))
+                self._wait(
+                    "tpmIdle",
+                    lambda: bool(self._r(TPM_CRB_CTRL_STS) & TPM_CRB_CTRL_STS_TPM_IDLE),
+                    self.timeouts.a,
+                )
         self._w(TPM_CRB_CTRL_REQ, TPM_CRB_CTRL_REQ_CMD_READY)
         self._wait("cmdReady to clear", lambda: not self._r(TPM_CRB_CTRL_REQ) & TPM_CRB_CTRL_REQ_CMD_READY)
         if self.style == "edk2":
@@ -204,8 +225,22 @@ class CrbDriver:
             self._w(TPM_CRB_CTRL_RSP_SIZE, rsp_size)
         self._w(TPM_CRB_CTRL_START, TPM_CRB_CTRL_START_INVOKE)
 
-    def wait_response(self) -> None:
-        self._wait("START to clear", lambda: not self._r(TPM_CRB_CTRL_START) & TPM_CRB_CTRL_START_INVOKE)
+    def cancel(self) -> None:
+        """Linux's ``crb_cancel``: CTRL_CANCEL = 1 (cleared again by the next send)."""
+        self._w(TPM_CRB_CTRL_CANCEL, TPM_CRB_CTRL_CANCEL_INVOKE)
+
+    def wait_response(self, duration: Optional[float] = None) -> None:
+        """Poll START for *duration* s (default TIMEOUT_C); on timeout cancel and raise."""
+        try:
+            self._wait(
+                "START to clear (the response)",
+                lambda: not self._r(TPM_CRB_CTRL_START) & TPM_CRB_CTRL_START_INVOKE,
+                duration,
+            )
+        except CrbTimeout:
+            self.cancel()
+            self.cancels += 1
+            raise
         sts = self._r(TPM_CRB_CTRL_STS)
         if sts & TPM_CRB_CTRL_STS_TPM_STS:
             raise CrbError(f"CRB reports a fatal error (CTRL_STS {sts:#010x})")
@@ -228,13 +263,24 @@ class CrbDriver:
             raise CrbError(f"response header size {size} is outside {HEADER_SIZE}..{rsp_size}")
         return head + bytes(self._load(rsp + i, 1) for i in range(HEADER_SIZE, size))
 
-    def transmit(self, command: bytes) -> bytes:
-        """Run one command: request the locality, cmdReady, send, wait, receive, goIdle, release."""
+    def transmit(self, command: bytes, locality: Optional[int] = None) -> bytes:
+        """Run one command at *locality* (default: the driver's): request the
+        locality, cmdReady, send, wait for the command's duration, receive,
+        goIdle, release."""
+        if locality is not None and locality != self.locality:
+            self.locality = _check_locality(locality, 4)
+            self._base = self.locality << CRB_LOCALITY_SHIFT
+        available = getattr(self.device, "localities", 5)
+        if self.locality >= available:
+            raise ConfigurationError(
+                f"this CRB has {available} localit{'y' if available == 1 else 'ies'} (QEMU's has one; "
+                f"tpmdev.CRB(localities=5) has five): locality {self.locality} is not there"
+            )
         self.request_locality()
         try:
             self.command_ready()
             self.send(command)
-            self.wait_response()
+            self.wait_response(self.timeouts.duration(command))
             response = self.receive()
         finally:
             self.go_idle()

@@ -25,6 +25,14 @@ The queue handler runs whenever the driver looks for an answer (QEMU would
 interrupt the guest instead): it takes entries whose valid byte has bit 7
 set, in order, and frees each slot by zeroing its valid byte. Error answers
 (msg 0xFF) are recorded in :attr:`IbmvtpmDriver.errors`; Linux ignores them.
+
+Timeouts are the kernel's: one second for the probe's answers (Linux's
+wait for the RTCE buffer size), the command's duration
+(:mod:`tpmdev.drivers._timeouts`) for a TPM command. When it runs out the
+driver raises :class:`SpaprTimeout`. There is no cancel on this bus: Linux's
+``tpm_ibmvtpm`` cancel does nothing and QEMU's vTPM has no cancel message,
+so the command runs to its end; its late answer is dropped, not taken for
+the next command's.
 """
 
 from __future__ import annotations
@@ -32,7 +40,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, Protocol
 
-from tpmdev.errors import TpmDevError
+from tpmdev.drivers._timeouts import TPM2_TIMEOUTS, Timeouts
+from tpmdev.errors import ConfigurationError, TpmDevError
 from tpmdev.hw.spapr import (
     H_DEST_PARM,
     H_SUCCESS,
@@ -53,7 +62,10 @@ from tpmdev.hw.spapr import (
     parse_crq,
 )
 
-__all__ = ["SpaprPlatform", "IbmvtpmDriver", "SpaprDriverError", "CrqDevice"]
+__all__ = ["SpaprPlatform", "IbmvtpmDriver", "SpaprDriverError", "SpaprTimeout", "CrqDevice"]
+
+#: Linux waits this long for the answers to the probe's CRQ messages (s).
+PROBE_TIMEOUT = 1.0
 
 #: TCE page size.
 PAGE_SIZE = 0x1000
@@ -65,6 +77,10 @@ H_RESOURCE = -16
 
 class SpaprDriverError(TpmDevError):
     """The device did not answer as the driver needs (no answer, an error answer, a timeout)."""
+
+
+class SpaprTimeout(SpaprDriverError, TimeoutError):
+    """No answer to a TPM command within its duration."""
 
 
 class CrqDevice(Protocol):
@@ -192,13 +208,27 @@ class IbmvtpmDriver:
         :class:`tpmdev.SPAPR`); its ``busy``, ``wait(timeout)`` and
         ``poll()`` are used when present, to wait for an asynchronous answer.
     :param platform: the :class:`SpaprPlatform` the device was built with.
-    :param timeout: seconds to wait for any answer.
+    :param timeouts: the bounds of every wait (default: the kernel's).
+    :param timeout: if given, every wait is bounded by this many seconds instead.
     """
 
-    def __init__(self, device: CrqDevice, platform: SpaprPlatform, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        device: CrqDevice,
+        platform: SpaprPlatform,
+        *,
+        timeouts: Optional[Timeouts] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
         self.device = device
         self.platform = platform
-        self.timeout = timeout
+        base = timeouts or TPM2_TIMEOUTS
+        self.timeouts = base.uniform(timeout) if timeout is not None else base
+        self._probe_timeout = PROBE_TIMEOUT if timeout is None else timeout
+        self.tpm_version = 2
+        #: commands given up after their duration ran out (the device is not told)
+        self.cancels = 0
+        self._stale = 0
         self.vtpm_version: Optional[int] = None
         self.rtce_size = 0
         self.rtce_buf = 0  # RAM address of the command/response buffer (0: none yet)
@@ -234,14 +264,14 @@ class IbmvtpmDriver:
         self._send(SPAPR_VTPM_VALID_INIT_CRQ_COMMAND, SPAPR_VTPM_INIT_CRQ_RESULT)
         self._send(SPAPR_VTPM_VALID_COMMAND, SPAPR_VTPM_GET_VERSION)
         self._send(SPAPR_VTPM_VALID_COMMAND, SPAPR_VTPM_GET_RTCE_BUFFER_SIZE)
-        if not self._wait_for(lambda: self.rtce_buf != 0):
+        if not self._wait_for(lambda: self.rtce_buf != 0, self._probe_timeout):
             raise SpaprDriverError("CRQ response timed out: no RTCE buffer size")
 
     def suspend(self) -> None:
         """PREPARE_TO_SUSPEND, and wait for its acknowledgement."""
         before = self.suspended
         self._send(SPAPR_VTPM_VALID_COMMAND, SPAPR_VTPM_PREPARE_TO_SUSPEND)
-        if not self._wait_for(lambda: self.suspended > before):
+        if not self._wait_for(lambda: self.suspended > before, self._probe_timeout):
             raise SpaprDriverError("no answer to PREPARE_TO_SUSPEND")
 
     def resume(self) -> None:
@@ -249,12 +279,15 @@ class IbmvtpmDriver:
         self.platform.signal = True
         self.init_complete = False
         self._send(SPAPR_VTPM_VALID_INIT_CRQ_COMMAND, SPAPR_VTPM_INIT_CRQ_RESULT)
-        if not self._wait_for(lambda: self.init_complete):
+        if not self._wait_for(lambda: self.init_complete, self._probe_timeout):
             raise SpaprDriverError("no answer to init")
 
     # -- commands ---------------------------------------------------------------
-    def transmit(self, command: bytes) -> bytes:
-        """Send one TPM command through the RTCE buffer; return the response."""
+    def transmit(self, command: bytes, locality: Optional[int] = None) -> bytes:
+        """Send one TPM command through the RTCE buffer; return the response.
+        The vTPM runs every command at locality 0 (QEMU): no other is taken."""
+        if locality not in (None, 0):
+            raise ConfigurationError(f"the sPAPR vTPM runs commands at locality 0 only, not {locality!r}")
         if not self.rtce_buf:
             raise SpaprDriverError("the vTPM is not ready: probe() first")
         if len(command) > self.rtce_size:
@@ -265,7 +298,12 @@ class IbmvtpmDriver:
         ram[self.rtce_buf : self.rtce_buf + len(command)] = command
         self._res_len = None
         self._send(SPAPR_VTPM_VALID_COMMAND, SPAPR_VTPM_TPM_COMMAND, len(command), self.rtce_dma_handle)
-        if not self._wait_for(lambda: self._res_len is not None):
+        duration = self.timeouts.duration(command)
+        if not self._wait_for(lambda: self._res_len is not None, duration):
+            if self.busy():
+                self.cancels += 1
+                self._stale += 1
+                raise SpaprTimeout(f"sPAPR vTPM: no response within {duration:g} s (nothing can cancel it)")
             raise SpaprDriverError(f"no response to the TPM command (error answers: {self.errors})")
         n = self._res_len or 0
         self._res_len = None
@@ -302,16 +340,23 @@ class IbmvtpmDriver:
             elif crq.msg == SPAPR_VTPM_GET_VERSION | SPAPR_VTPM_MSG_RESULT:
                 self.vtpm_version = crq.data
             elif crq.msg == SPAPR_VTPM_TPM_COMMAND | SPAPR_VTPM_MSG_RESULT:
-                self._res_len = crq.len
+                if self._stale:  # the late answer to a command given up on
+                    self._stale -= 1
+                else:
+                    self._res_len = crq.len
             elif crq.msg == SPAPR_VTPM_PREPARE_TO_SUSPEND | SPAPR_VTPM_MSG_RESULT:
                 self.suspended += 1
             elif crq.msg == SPAPR_VTPM_VTPM_ERROR:
                 self.errors.append(crq)
 
-    def _wait_for(self, done: Callable[[], bool]) -> bool:
+    def busy(self) -> bool:
+        """Whether the device is still running a command (False if it cannot tell)."""
+        return bool(getattr(self.device, "busy", False))
+
+    def _wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
         """Handle answers until *done*; wait for an asynchronous device while
         it is busy. False if nothing more can come, or on timeout."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + timeout
         wait = getattr(self.device, "wait", None)
         poll = getattr(self.device, "poll", None)
         while True:

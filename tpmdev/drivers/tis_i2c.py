@@ -22,7 +22,15 @@ guard times, read-as-zero checks, the data checksum) under ``tpm_tis_core.c``
   dataAvail clear, the checksum compared with the CRC of the response, and
   commandReady.
 
-The driver only uses locality 0 and no interrupts, as Linux's. It works on
+Timeouts are the kernel's (:mod:`tpmdev.drivers._timeouts`); when the
+command's duration runs out the driver cancels (commandReady, as the TIS
+driver) and raises :class:`TisI2CTimeout`. A
+transfer error (Expect wrong, a CRC mismatch, left-over data) starts the
+send over, or reads the response again after responseRetry, up to
+:data:`RETRIES` times, as Linux.
+
+The driver uses locality 0 and no interrupts, as Linux's (``transmit``
+selects another locality through TPM_I2C_LOC_SEL when asked). It works on
 anything with ``i2c_write(data) -> int`` (bytes ACKed) and
 ``i2c_read(count) -> bytes``, such as :class:`tpmdev.TISI2C`.
 """
@@ -32,7 +40,8 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, Protocol
 
-from tpmdev.drivers.commands import TPM_CAP_TPM_PROPERTIES, tpm2_get_capability
+from tpmdev.drivers._timeouts import TPM2_TIMEOUTS, Timeouts
+from tpmdev.drivers.tis import _check_locality, tpm2_probe_command, tpm_version_of
 from tpmdev.errors import TpmDevError
 from tpmdev.hw.regs import (
     TPM_ACCESS_ACTIVE_LOCALITY,
@@ -59,12 +68,13 @@ from tpmdev.hw.regs import (
     TPM_STS_DATA_AVAIL,
     TPM_STS_EXPECT,
     TPM_STS_GO,
+    TPM_STS_RESPONSE_RETRY,
     TPM_STS_VALID,
 )
 from tpmdev.hw.tis_i2c import crc16_kermit
-from tpmdev.wire import HEADER_SIZE, TPM_ST_NO_SESSIONS, header_size, parse_header
+from tpmdev.wire import HEADER_SIZE, header_size
 
-__all__ = ["TisI2CDriver", "TisI2CError", "I2CBus"]
+__all__ = ["TisI2CDriver", "TisI2CError", "TisI2CTimeout", "I2CBus"]
 
 #: Linux's TPM_RETRY: attempts for a NAKed transfer or a failed sanity check
 RETRIES = 50
@@ -99,7 +109,11 @@ READ_AS_ZERO = {
 
 
 class TisI2CError(TpmDevError):
-    """The TPM did not behave as the driver requires (Linux: -EIO, -ETIME)."""
+    """The TPM did not behave as the driver requires (Linux: -EIO)."""
+
+
+class TisI2CTimeout(TisI2CError, TimeoutError):
+    """The TPM did not reach the state the driver waited for in time (Linux: -ETIME)."""
 
 
 class I2CBus(Protocol):
@@ -112,8 +126,8 @@ class TisI2CDriver:
     """Send TPM 2.0 commands through a TIS-over-I2C device, as Linux does.
 
     :param bus: the device (``i2c_write`` / ``i2c_read``).
-    :param timeout: seconds to wait for any state change (Linux's TIMEOUT_A..C
-        are 0.2 to 2 s; the default is generous for a slow host).
+    :param timeouts: the bounds of every wait (default: the kernel's).
+    :param timeout: if given, every wait is bounded by this many seconds instead.
     :param sleep: how to wait a guard time (``time.sleep``).
     :param trace: called as ``trace(op, data)`` for every transfer, ``op``
         ``"w"`` (data written, address first) or ``"r"`` (data read).
@@ -123,12 +137,20 @@ class TisI2CDriver:
         self,
         bus: I2CBus,
         *,
-        timeout: float = 10.0,
+        timeouts: Optional[Timeouts] = None,
+        timeout: Optional[float] = None,
         sleep: Callable[[float], object] = time.sleep,
         trace: Optional[Callable[[str, bytes], object]] = None,
     ) -> None:
         self.bus = bus
-        self.timeout = timeout
+        base = timeouts or TPM2_TIMEOUTS
+        self.timeouts = base.uniform(timeout) if timeout is not None else base
+        self.tpm_version = 2
+        self.locality = 0
+        #: commands cancelled after their duration ran out
+        self.cancels = 0
+        #: responses read again after responseRetry
+        self.retries = 0
         self.sleep = sleep
         self.trace = trace
         self.guard_time_read = True
@@ -185,11 +207,12 @@ class TisI2CDriver:
     def write_int(self, reg: int, value: int, count: int) -> None:
         self.write(reg, value.to_bytes(count, "little"))
 
-    def _wait(self, what: str, done: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + self.timeout
+    def _wait(self, what: str, done: Callable[[], bool], timeout: Optional[float] = None) -> None:
+        timeout = self.timeouts.c if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while not done():
             if time.monotonic() > deadline:
-                raise TisI2CError(f"TIS I2C: timed out waiting for {what}")
+                raise TisI2CTimeout(f"TIS I2C: timed out after {timeout:g} s waiting for {what}")
             time.sleep(0.0001)
 
     # -- probe ----------------------------------------------------------------
@@ -207,7 +230,11 @@ class TisI2CDriver:
         self.write_int(TPM_I2C_DATA_CSUM_ENABLE, TPM_I2C_DATA_CSUM_ENABLED, 1)
         # tpm_tis_core_init
         self.did_vid = self.read_int(TPM_I2C_DID_VID, 4)
-        self._wait("ACCESS.tpmRegValidSts", lambda: bool(self.access() & TPM_ACCESS_TPM_REG_VALID_STS))
+        self._wait(
+            "ACCESS.tpmRegValidSts",
+            lambda: bool(self.access() & TPM_ACCESS_TPM_REG_VALID_STS),
+            self.timeouts.a,
+        )
         intmask = self.read_int(TPM_I2C_INT_ENABLE, 4)
         intmask |= TPM_INT_COMMAND_READY | TPM_INT_LOCALITY_CHANGE | TPM_INT_DATA_AVAIL | TPM_INT_STS_VALID
         intmask &= ~TPM_INT_GLOBAL_ENABLE
@@ -215,8 +242,9 @@ class TisI2CDriver:
         self.write_int(TPM_I2C_INT_ENABLE, intmask, 4)
         self.release_locality()
         # tpm2_probe, inside tpm_chip_start / tpm_chip_stop
-        response = self.transmit(tpm2_get_capability(TPM_CAP_TPM_PROPERTIES, TPM_PT_TOTAL_COMMANDS, 1))
-        if parse_header(response)[0] != TPM_ST_NO_SESSIONS:
+        response = self.transmit(tpm2_probe_command())
+        self.tpm_version = tpm_version_of(response)
+        if self.tpm_version != 2:
             raise TisI2CError(f"TIS I2C: not a TPM 2.0 (probe answered {response.hex()})")
         self.rid = self.read_int(TPM_I2C_RID, 1)
         if self.read_int(TPM_I2C_DID_VID, 2) == TPM_VID_INTEL:  # probe_itpm
@@ -235,7 +263,7 @@ class TisI2CDriver:
         if self.check_locality():
             return
         self.write_int(TPM_I2C_ACCESS, TPM_ACCESS_REQUEST_USE, 1)
-        self._wait("locality 0", self.check_locality)
+        self._wait(f"locality {self.locality}", self.check_locality, self.timeouts.a)
 
     def release_locality(self) -> None:
         self.write_int(TPM_I2C_ACCESS, TPM_ACCESS_ACTIVE_LOCALITY, 1)
@@ -254,11 +282,15 @@ class TisI2CDriver:
             burst = (self.read_int(TPM_I2C_STS, 4) >> 8) & 0xFFFF
             return burst != 0
 
-        self._wait("a burst count", nonzero)
+        self._wait("a burst count", nonzero, self.timeouts.a)
         return burst
 
-    def _wait_status(self, mask: int) -> None:
-        self._wait(f"STS 0x{mask:02X}", lambda: self.status() & mask == mask)
+    def _wait_status(self, mask: int, timeout: Optional[float] = None) -> None:
+        self._wait(f"STS 0x{mask:02X}", lambda: self.status() & mask == mask, timeout)
+
+    def cancel(self) -> None:
+        """Cancel the command in flight as Linux does: commandReady (an abort)."""
+        self.ready()
 
     def verify_crc(self, what: str, data: bytes) -> None:
         """Compare DATA_CSUM with the CRC of *data* (Linux byte-swaps its CRC)."""
@@ -271,16 +303,24 @@ class TisI2CDriver:
 
     # -- one command ------------------------------------------------------------
     def send(self, command: bytes) -> None:
-        try:
-            self._send(command)
-        except TisI2CError:
-            self.ready()
-            raise
+        """Send *command* and tpmGo; a transfer error starts over (Linux's -EIO retries)."""
+        for attempt in range(RETRIES):
+            try:
+                self._send(command)
+                break
+            except TisI2CTimeout:
+                self.ready()
+                raise
+            except TisI2CError:
+                self.ready()
+                if attempt == RETRIES - 1:
+                    raise
+        self.write_int(TPM_I2C_STS, TPM_STS_GO, 1)
 
     def _send(self, command: bytes) -> None:
         if not self.status() & TPM_STS_COMMAND_READY:
             self.ready()
-            self._wait_status(TPM_STS_COMMAND_READY)
+            self._wait_status(TPM_STS_COMMAND_READY, self.timeouts.b)
         count = 0
         while count < len(command) - 1:
             burst = min(self.burst_count(), len(command) - count - 1)
@@ -294,7 +334,6 @@ class TisI2CDriver:
         if self.status() & TPM_STS_EXPECT:
             raise TisI2CError(f"TIS I2C: Expect still set after all {len(command)} bytes")
         self.verify_crc("command", command)
-        self.write_int(TPM_I2C_STS, TPM_STS_GO, 1)
 
     def _recv_data(self, count: int) -> bytes:
         data = b""
@@ -305,26 +344,56 @@ class TisI2CDriver:
         return data
 
     def recv(self) -> bytes:
+        """Read the response; a transfer error reads it again after responseRetry."""
         try:
-            response = self._recv_data(HEADER_SIZE)
-            expected = header_size(response)
-            if not HEADER_SIZE <= expected <= TPM_BUFSIZE:
-                raise TisI2CError(f"TIS I2C: response size {expected} out of range")
-            response += self._recv_data(expected - HEADER_SIZE)
-            self._wait_status(TPM_STS_VALID)
-            if self.status() & TPM_STS_DATA_AVAIL:
-                raise TisI2CError("TIS I2C: response data left over")
-            self.verify_crc("response", response)
+            for attempt in range(RETRIES):
+                try:
+                    return self._try_recv()
+                except TisI2CTimeout:
+                    raise
+                except TisI2CError:
+                    if attempt == RETRIES - 1:
+                        raise
+                    self.retries += 1
+                    self.write_int(TPM_I2C_STS, TPM_STS_RESPONSE_RETRY, 1)
+            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             self.ready()
+
+    def _try_recv(self) -> bytes:
+        response = self._recv_data(HEADER_SIZE)
+        expected = header_size(response)
+        if not HEADER_SIZE <= expected <= TPM_BUFSIZE:
+            raise TisI2CError(f"TIS I2C: response size {expected} out of range")
+        response += self._recv_data(expected - HEADER_SIZE)
+        self._wait_status(TPM_STS_VALID)
+        if self.status() & TPM_STS_DATA_AVAIL:
+            raise TisI2CError("TIS I2C: response data left over")
+        self.verify_crc("response", response)
         return response
 
-    def transmit(self, command: bytes) -> bytes:
-        """Run one command as Linux does: take locality 0, send, wait, receive, release."""
+    def wait_response(self, duration: float) -> None:
+        """Poll for dataAvail|stsValid for *duration* s; on timeout cancel and raise."""
+        try:
+            self._wait_status(TPM_STS_DATA_AVAIL | TPM_STS_VALID, duration)
+        except TisI2CTimeout:
+            self.cancel()
+            self.cancels += 1
+            raise
+
+    def transmit(self, command: bytes, locality: Optional[int] = None) -> bytes:
+        """Run one command as Linux does: take the locality (0 unless asked;
+        another one is selected through TPM_I2C_LOC_SEL), send, wait for the
+        command's duration, receive, release."""
+        if locality is None:
+            locality = 0
+        if locality != self.locality:
+            self.locality = _check_locality(locality, 4)
+            self.write_int(TPM_I2C_LOC_SEL, self.locality, 1)
         self.request_locality()
         try:
             self.send(command)
-            self._wait_status(TPM_STS_DATA_AVAIL | TPM_STS_VALID)
+            self.wait_response(self.timeouts.duration(command))
             return self.recv()
         finally:
             self.release_locality()

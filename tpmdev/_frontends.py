@@ -1,0 +1,138 @@
+"""A device and its guest driver from command-line words, and its state in a file.
+
+Shared by ``tpmdev tcti`` and ``tpmdev serve`` (and :mod:`tpmdev.server`):
+
+* :func:`open_device` builds a frontend (:data:`FRONTENDS`) on a backend
+  (:func:`tpmdev.backends.open` spec) and the driver Linux would bind to it
+  (:func:`tpmdev.drivers.for_device`);
+* :func:`save_state` / :func:`load_state` keep the whole device and TPM in a
+  file between processes: ``dev.save()`` / ``dev.load()`` where the device
+  has them (the device's registers and its backend's TPM in one checked
+  blob), else the backend's ``get_state()`` / ``set_state()`` (the TPM only;
+  a fresh device around it is what a guest sees after a reboot with the
+  TPM's state kept, which is all a TSS client needs between commands).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from typing import Any
+
+from tpmdev.backends import open as open_backend
+from tpmdev.backends.base import STATE_KEYS, Backend
+from tpmdev.drivers import AnyDriver, SpaprPlatform, for_device
+from tpmdev.errors import ConfigurationError, StateError
+
+__all__ = ["FRONTENDS", "open_device", "save_state", "load_state", "STATE_MAGIC"]
+
+#: ``--frontend`` words -> what they are
+FRONTENDS = {
+    "tis": "TIS (tpm-tis, ISA)",
+    "tis-sysbus": "TIS on sysbus (tpm-tis-device, Arm virt)",
+    "tis-i2c": "TIS over I2C (tpm-tis-i2c)",
+    "crb": "CRB (tpm-crb)",
+    "spapr": "sPAPR vTPM (tpm-spapr, CRQ)",
+}
+
+#: First bytes of a state file holding backend blobs (``get_state``); a file
+#: from ``dev.save()`` starts with that blob's own header instead.
+STATE_MAGIC = b"tpmdev-tpm-state\n"
+
+
+def _backend(spec: str, tpm_version: int) -> Backend:
+    kind, sep, _ = spec.partition(":")
+    if not sep and kind in ("builtin", "libtpms", "swtpm"):
+        spec = f"{kind}:{'2.0' if tpm_version == 2 else '1.2'}"
+    return open_backend(spec)
+
+
+def open_device(
+    frontend: str, backend: str, *, tpm_version: int = 2, asynchronous: bool = False
+) -> tuple[Any, AnyDriver]:
+    """``(device, driver)``: *frontend* (a :data:`FRONTENDS` word) on the backend
+    *backend* describes, probed by its driver. The device owns the backend."""
+    import tpmdev
+
+    if frontend not in FRONTENDS:
+        raise ConfigurationError(f"unknown frontend {frontend!r}: use one of {', '.join(FRONTENDS)}")
+    if frontend == "tis-i2c" and tpm_version != 2:
+        raise ConfigurationError("the TIS over I2C is a TPM 2.0 interface (as QEMU's tpm-tis-i2c)")
+    be = _backend(backend, tpm_version)
+    try:
+        dev: Any
+        if frontend == "tis":
+            dev = tpmdev.TIS(be, asynchronous=asynchronous)
+        elif frontend == "tis-sysbus":
+            dev = tpmdev.TISSysbus(be, asynchronous=asynchronous)
+        elif frontend == "crb":
+            dev = tpmdev.CRB(be, asynchronous=asynchronous)
+        elif frontend == "tis-i2c":
+            dev = tpmdev.TISI2C(be, asynchronous=asynchronous)
+        else:
+            platform = SpaprPlatform()
+            dev = tpmdev.SPAPR(
+                be,
+                dma_read=platform.dma_read,
+                dma_write=platform.dma_write,
+                send_crq=platform.send_crq,
+                asynchronous=asynchronous,
+            )
+    except BaseException:
+        be.close()
+        raise
+    try:
+        return dev, for_device(dev)
+    except BaseException:
+        dev.close()
+        raise
+
+
+def save_state(dev: Any, path: str) -> None:
+    """Write *dev*'s state to *path* (atomically: a complete file or the old one)."""
+    if hasattr(dev, "save"):
+        data = bytes(dev.save())
+    else:
+        blobs = dev.backend.get_state()
+        data = STATE_MAGIC + b"".join(
+            struct.pack(">I", len(blobs.get(k, b""))) + bytes(blobs.get(k, b"")) for k in STATE_KEYS
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tpmdev-state.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def load_state(dev: Any, path: str) -> None:
+    """Restore *dev* from a :func:`save_state` file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise StateError(f"cannot read the state file {path}: {exc.strerror}") from None
+    if data.startswith(STATE_MAGIC):
+        blobs: dict[str, bytes] = {}
+        offset = len(STATE_MAGIC)
+        for key in STATE_KEYS:
+            if offset + 4 > len(data):
+                raise StateError(f"the state file {path} is truncated; delete it to start afresh")
+            (size,) = struct.unpack_from(">I", data, offset)
+            blobs[key] = data[offset + 4 : offset + 4 + size]
+            offset += 4 + size
+        if offset != len(data):
+            raise StateError(f"the state file {path} is damaged; delete it to start afresh")
+        dev.backend.set_state(blobs)
+        return
+    if hasattr(dev, "load"):
+        dev.load(data)
+        return
+    raise StateError(f"{path} is not a tpmdev state file; delete it to start afresh")
