@@ -465,6 +465,20 @@ class MmioCore:
         """The access sizes the core takes."""
         return self._size_list
 
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def _capture_base(self) -> object:
+        """What the base keeps that defines behaviour: a posted completion
+        not yet applied (None, or ``(response, selftest_done, failed)``)."""
+        return self._posted
+
+    def _restore_base(self, posted: object) -> None:
+        """Put back :meth:`_capture_base`'s value; no established-flag answer
+        survives (the next read asks again)."""
+        self._posted = posted  # type: ignore[assignment]
+        self._established = _UNKNOWN
+
 
 @cython.cclass
 class RecordingCore(MmioCore):

@@ -39,6 +39,10 @@ cdef class MmioCore:
     cdef bint _apply_posted(self) except -1
     cdef void _drop_posted(self) noexcept
 
+    # -- state capture
+    cdef object _capture_base(self)
+    cdef void _restore_base(self, object posted) except *
+
 
 cdef class RecordingCore(MmioCore):
     cdef public list log
