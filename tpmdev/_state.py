@@ -551,6 +551,11 @@ def load(device: Device, blob: object) -> None:
             f"{_VERSION_NAMES.get(device.tpm_version, 'an unknown TPM version')}"
         )
     backend = device.backend
+    if backend.tpm_version not in (0, p.tpm_version):
+        raise StateError(
+            f"{name} load: the device state is of a {_VERSION_NAMES[p.tpm_version]}, this {name}'s "
+            f"{type(backend).__name__} runs {_VERSION_NAMES.get(backend.tpm_version, 'another TPM')}"
+        )
     kind = backend_kind(backend)
     if kind == "passthrough":
         raise StateError(
