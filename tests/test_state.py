@@ -494,3 +494,22 @@ def test_rollback_restores_swtpm() -> None:
 
 def test_device_class_helper_builds_pure_variants() -> None:
     assert device_class("TIS", "py").__name__ == "TIS"
+
+
+@pytest.mark.swtpm
+def test_load_asks_the_established_flag_again() -> None:
+    """The Emulator caches the flag; a load must not serve the cached answer."""
+    from tpmdev.backends import Emulator
+
+    with (
+        tpmdev.TIS(Emulator.spawn(None, tpm_version=2)) as src,
+        tpmdev.TIS(Emulator.spawn(None, tpm_version=2)) as dst,
+    ):
+        TisDriver(src).transmit(C.tpm2_startup())
+        src.backend.hash_start()  # type: ignore[attr-defined]
+        src.backend.hash_data(b"dynamic root of trust")  # type: ignore[attr-defined]
+        src.backend.hash_end()  # type: ignore[attr-defined]
+        assert src.read(0x000, 1) & 0x01 == 0  # tpmEstablishment clear: established
+        assert dst.read(0x000, 1) & 0x01 == 1  # not established (and now cached)
+        dst.load(src.save())
+        assert dst.read(0x000, 1) & 0x01 == 0
