@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 try:
     import cython
@@ -478,6 +478,11 @@ class MmioCore:
         survives (the next read asks again)."""
         self._posted = posted  # type: ignore[assignment]
         self._established = _UNKNOWN
+
+    def _copy_into(self, dst: Any, src: Any) -> None:
+        """Copy *src* (bytes) over the live view *dst* of the same length
+        (compiled: one memory copy)."""
+        dst[:] = src
 
 
 @cython.cclass

@@ -479,7 +479,7 @@ class CrbCore(MmioCore):
     def restore(self, state: tuple[Any, ...], tpm_version: int, bufsize: int) -> None:
         """Put back a :meth:`capture` of a core of the same configuration
         (the owner checked it)."""
-        self.mmio.data[:] = state[0]
+        self._copy_into(self._m8, state[0])
         self._active = state[1]
         self._waiting = state[2]
         self._cmd_locty = state[3]

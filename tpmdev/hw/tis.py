@@ -781,12 +781,9 @@ class TisCore(MmioCore):
         """Put back a :meth:`capture` of a core of the same configuration
         (the owner checked it). The IRQ callable is told if the line level
         changes."""
-        loc: cython.int
-        states: bytes = state[2]
-        self.mmio.data[:] = state[0]
-        self._buffer[:] = state[1]
-        for loc in range(TIS_NUM_LOCALITIES):
-            self._state[loc] = states[loc]
+        self._copy_into(self._m8, state[0])
+        self._copy_into(self._buf, state[1])
+        self._copy_into(self._state, state[2])
         self._rw_offset = state[3]
         self._active = state[4]
         self._next = state[5]

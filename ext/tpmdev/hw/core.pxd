@@ -42,6 +42,7 @@ cdef class MmioCore:
     # -- state capture
     cdef object _capture_base(self)
     cdef void _restore_base(self, object posted) except *
+    cdef void _copy_into(self, unsigned char[::1] dst, const unsigned char[::1] src) except *
 
 
 cdef class RecordingCore(MmioCore):
