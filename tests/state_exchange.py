@@ -18,6 +18,7 @@ writes back what they read. One child serves a whole test.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import struct
 import subprocess
@@ -34,7 +35,14 @@ from tpmdev.backends import Backend, Builtin
 from tpmdev.drivers import commands as C
 from tpmdev.hw.spapr import crq_entry
 
-__all__ = ["Child", "Context", "SCRIPTS", "make_backend", "make_device", "run"]
+__all__ = ["Child", "Context", "SCRIPTS", "VARIANTS", "make_backend", "make_device", "run"]
+
+#: The register-model variants under test, as tests/conftest.py chooses them.
+VARIANTS = (
+    ["c", "py"]
+    if tpmdev.USE_EXTENSIONS or os.environ.get("TPMDEV_REQUIRE_EXTENSIONS", "").strip() not in ("", "0")
+    else ["py"]
+)
 
 FRONTENDS = ("TIS", "TISSysbus", "TISI2C", "CRB", "SPAPR")
 MEMORY_SIZE = 0x4000
@@ -181,6 +189,8 @@ def make_backend(kind: str, tmp: Optional[Path] = None) -> Backend:
 
 def device_class(frontend: str, impl: str) -> type[Any]:
     cls: type[Any] = getattr(tpmdev, frontend)
+    if impl == "c" and not tpmdev.USE_EXTENSIONS:
+        raise AssertionError("the compiled register models are not in use (TPMDEV_REQUIRE_EXTENSIONS is set)")
     if impl == "c" or frontend == "SPAPR":
         return cls
     core = tpmdev.hw.pure("crb").CrbCore if frontend == "CRB" else tpmdev.hw.pure("tis").TisCore

@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from conftest import VARIANTS
-from state_exchange import SCRIPTS, Child, Context, make_backend, make_device, run
+from state_exchange import SCRIPTS, VARIANTS, Child, Context, make_backend, make_device, run
 
 CASES = [
     pytest.param(frontend, impl, "builtin", id=f"{frontend}-builtin-{impl}")

@@ -67,7 +67,7 @@ image (a core's ``restore`` copies the image and the buffer in one memory
 copy each); the backend's state as cheaply as the backend allows (Builtin:
 free when no command ran since the snapshot, else one unpickling of its
 state, some 30 us; Libtpms and swtpm: ``get_state`` / ``set_state``, some
-0.3 ms and 1 ms). Figures: ``benchmarks/test_state.py``.
+0.3 ms and 1 ms). Figures: ``benchmarks/test_device_state.py``.
 
 Where we differ from QEMU, on purpose: QEMU leaves the IRQ line level to
 the interrupt controller's state and migrates the sPAPR buffer only when a

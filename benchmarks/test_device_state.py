@@ -6,7 +6,7 @@ image once). ``save`` / ``load`` with each backend beside that backend's own
 ``get_state`` / ``set_state`` (what the device adds: the register capture,
 the encoding and the SHA-256).
 
-Run: ``python -m pytest benchmarks/test_state.py --benchmark-only
+Run: ``python -m pytest benchmarks/test_device_state.py --benchmark-only
 --benchmark-group-by=group``.
 """
 
