@@ -524,3 +524,20 @@ def test_rollback_replays_the_rest_of_every_exchange(frontend: str, impl: str) -
         ctx.memory[:] = memory
         assert run(dev, ctx, steps[half:]) == first
     dev.close()
+
+
+def test_crb_with_five_localities(crb_class: type[tpmdev.CRB]) -> None:
+    with crb_class(Builtin(seed=1), localities=5) as five, crb_class(Builtin(seed=1)) as one:
+        five.write(0x3008, 1)  # locality 3 takes the TPM
+        five.write(0x1008, 1)  # locality 1 waits
+        blob = five.save()
+        one_blob = one.save()
+        before = fingerprint(one)
+        with pytest.raises(StateError, match=r"configured otherwise \(localities: state 5, device 1\)"):
+            one.load(blob)
+        assert fingerprint(one) == before
+        with crb_class(Builtin(seed=2), localities=5) as other:
+            other.load(blob)
+            assert other.active_locality == 3 and other.core.capture() == five.core.capture()
+            with pytest.raises(StateError, match=r"localities: state 1, device 5"):
+                other.load(one_blob)
