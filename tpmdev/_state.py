@@ -152,8 +152,10 @@ def _encode(value: object, out: bytearray) -> None:
     elif isinstance(value, (bool, int)):
         out += b"I" + _I64.pack(int(value))
     elif isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        out += b"B" + _U32.pack(len(data)) + data
+        data = value if type(value) is bytes else bytes(value)
+        out += b"B"
+        out += _U32.pack(len(data))
+        out += data
     elif isinstance(value, tuple):
         out += b"T" + _U32.pack(len(value))
         for item in value:
@@ -248,7 +250,7 @@ def _pack(frontend: str, tpm_version: int, backend: str, sections: list[tuple[by
         len(sections),
         total,
     )
-    body = head + table + b"".join(p for _, p in sections)
+    body = b"".join([head, table, *(p for _, p in sections)])
     return body + hashlib.sha256(body).digest()
 
 
