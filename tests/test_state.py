@@ -486,7 +486,7 @@ def test_rollback_restores_swtpm() -> None:
             assert _pcr16(dev) == before
 
 
-def test_device_class_helper_builds_pure_variants() -> None:
+def test_device_class_builds_pure_variants() -> None:
     assert device_class("TIS", "py").__name__ == "TIS"
 
 
