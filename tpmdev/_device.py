@@ -66,6 +66,7 @@ import weakref
 from types import TracebackType
 from typing import Any, Callable, ClassVar, Optional, TypeVar
 
+from tpmdev import _state
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError, StateError
 from tpmdev.hw.core import (
@@ -611,6 +612,56 @@ class Device:
     def _callback_failed(self, name: str, exc: Exception) -> None:
         log.error("%s: the %s callback raised %r (contained)", self._name, name, exc, exc_info=exc)
         self.callback_error = exc
+
+    # -- state capture: save / load, snapshot / rollback (format: tpmdev._state) --
+    def save(self) -> bytes:
+        """The device's whole state and its backend's TPM state as one blob
+        (versioned, self-describing, SHA-256 checked; see :mod:`tpmdev._state`).
+
+        A command in flight completes first, as QEMU completes it before it
+        migrates. Raises :class:`StateError` for a backend without state
+        (Passthrough), :class:`BackendError` if the backend cannot give it.
+        """
+        return _state.save(self)
+
+    def load(self, blob: bytes) -> None:
+        """Continue from a :meth:`save` blob, possibly made in another process.
+
+        The device must be of the same frontend kind and configuration and
+        present the same TPM version; its backend of a compatible kind
+        (Builtin for Builtin states; Libtpms and Emulator load each other's).
+        Everything is checked before anything changes: a refused blob raises
+        :class:`StateError` naming the problem and leaves the device and the
+        backend as they were. Afterwards the TPM version, the buffer size
+        and the established flag are asked from the backend again.
+        """
+        _state.load(self, blob)
+
+    def snapshot(self) -> _state.DeviceSnapshot:
+        """An in-memory copy of the device and its backend for :meth:`rollback`.
+
+        A command in flight completes first. Registers cost a copy of the
+        register image; the backend's state what the backend allows
+        (Builtin: a pickled copy; Libtpms, Emulator: ``get_state``)."""
+        return _state.snapshot(self)
+
+    def rollback(self, snapshot: _state.DeviceSnapshot) -> None:
+        """Put the device and its backend back as they were at *snapshot*
+        (of this device, with the same backend attached). Any number of
+        times; for fuzzers and simulators that restart often. The IRQ
+        callable is told if the line level changes."""
+        _state.rollback(self, snapshot)
+
+    def _state_config(self) -> dict[str, object]:
+        """The options a loaded state must have been saved with (none by default)."""
+        return {}
+
+    def _capture_bus(self) -> Optional[tuple[object, ...]]:
+        """Bus state kept outside the core (None: there is none)."""
+        return None
+
+    def _restore_bus(self, state: tuple[object, ...]) -> None:
+        """Put back :meth:`_capture_bus`'s state (checked)."""
 
 
 class MmioDevice(Device):

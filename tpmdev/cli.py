@@ -26,6 +26,7 @@ from tpmdev._device import Device
 from tpmdev._cli_acpi import register as register_acpi
 from tpmdev._cli_eventlog import register as register_eventlog
 from tpmdev._cli_serve import register as register_serve
+from tpmdev._cli_state import register as register_state
 from tpmdev._cli_tcti import register as register_tcti
 from tpmdev._cli_trace import register as register_trace
 from tpmdev.drivers.crb import CrbDriver
@@ -268,6 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_tcti(sub)
     register_serve(sub)
     register_trace(sub)
+    register_state(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)

@@ -118,3 +118,6 @@ class CRB(FirmwareDescribed, MmioDevice):
         """The assigned locality (LOC_STATE.locAssigned), or None."""
         locality: Optional[int] = self.core.active_locality
         return locality
+
+    def _state_config(self) -> dict[str, object]:
+        return {"localities": self.localities, "address": self.address, "ppi": bool(self.ppi)}

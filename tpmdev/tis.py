@@ -149,6 +149,9 @@ class TIS(FirmwareDescribed, MmioDevice):
         locality: Optional[int] = self.core.active_locality
         return locality
 
+    def _state_config(self) -> dict[str, object]:
+        return {"irq_num": self.irq_num, "ppi": bool(self.ppi)}
+
 
 class TISSysbus(TIS):
     """A TPM TIS device on a system bus, as QEMU's ``tpm-tis-device``

@@ -117,3 +117,9 @@ class TISI2C(Device):
     def checksum_enabled(self) -> bool:
         """The TPM_I2C_DATA_CSUM_ENABLE flag (stored only, as by QEMU)."""
         return self.i2c.checksum_enabled
+
+    def _capture_bus(self) -> Optional[tuple[object, ...]]:
+        return self.i2c.capture()
+
+    def _restore_bus(self, state: tuple[object, ...]) -> None:
+        self.i2c.restore(state)

@@ -608,3 +608,20 @@ if HOST_TPMS:  # not collected at all without one: no skip in CI
             random = backend.execute(get_random(backend.tpm_version, 8))
             assert rc(random) == 0
             backend.cancel()  # idle: nothing written
+
+
+def test_device_save_load_and_snapshot_refused(passthrough: MakePT) -> None:
+    """A device on a passthrough TPM cannot save, load or snapshot: the state
+    is in the host's chip. Nothing changes when it refuses."""
+    backend, _ = passthrough(2)
+    builtin = tpmdev.backends.Builtin(seed=1)
+    with tpmdev.TIS(backend, close_backend=False) as dev, tpmdev.TIS(builtin) as other:
+        dev.write(0x000, 0x02, 1)
+        before = dev.core.capture()
+        with pytest.raises(StateError, match="TIS save: a Passthrough backend's state lives in the host"):
+            dev.save()
+        with pytest.raises(StateError, match="TIS snapshot: a Passthrough backend's state lives in the host"):
+            dev.snapshot()
+        with pytest.raises(StateError, match="TIS load: a Passthrough backend cannot load a saved TPM state"):
+            dev.load(other.save())
+        assert dev.core.capture() == before

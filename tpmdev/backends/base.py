@@ -321,6 +321,18 @@ class Backend(abc.ABC):
         """Load *state*: keys among STATE_KEYS, values from :meth:`_state_value`."""
         raise StateError(f"{type(self).__name__} cannot load a saved state (no migration support)")
 
+    # -- in-memory snapshots (a device's snapshot() / rollback()) -------------
+    def _snapshot(self) -> object:
+        """An in-memory copy of the TPM's state for :meth:`_rollback`
+        (default: :meth:`get_state`; a backend with a cheaper copy overrides
+        both)."""
+        return self.get_state()
+
+    def _rollback(self, snapshot: Any) -> None:
+        """Put the TPM back in the state of a :meth:`_snapshot` of this
+        backend (default: :meth:`set_state`)."""
+        self.set_state(snapshot)
+
     # -- lifetime and the failed latch ----------------------------------------
     @property
     def closed(self) -> bool:

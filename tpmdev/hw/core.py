@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 try:
     import cython
@@ -464,6 +464,25 @@ class MmioCore:
     def access_sizes(self) -> tuple[int, ...]:
         """The access sizes the core takes."""
         return self._size_list
+
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def _capture_base(self) -> object:
+        """What the base keeps that defines behaviour: a posted completion
+        not yet applied (None, or ``(response, selftest_done, failed)``)."""
+        return self._posted
+
+    def _restore_base(self, posted: object) -> None:
+        """Put back :meth:`_capture_base`'s value; no established-flag answer
+        survives (the next read asks again)."""
+        self._posted = posted  # type: ignore[assignment]
+        self._established = _UNKNOWN
+
+    def _copy_into(self, dst: Any, src: Any) -> None:
+        """Copy *src* (bytes) over the live view *dst* of the same length
+        (compiled: one memory copy)."""
+        dst[:] = src
 
 
 @cython.cclass

@@ -78,7 +78,7 @@ flight (``_cmd_locty``); the active locality ``_active`` is
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 try:
     import cython
@@ -455,3 +455,35 @@ class CrbCore(MmioCore):
             raise ConfigurationError(f"locality must be 0..{self._localities - 1}, got {locality!r}")
         base = locality * CRB_LOCALITY_SIZE
         return self.mmio[base + TPM_CRB_DATA_BUFFER : base + CRB_LOCALITY_SIZE]
+
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def capture(self) -> tuple[object, ...]:
+        """Everything that defines the core's behaviour, as a tuple of bytes
+        and ints (copies): the whole region (registers and data buffers, which
+        QEMU migrates as its "tpm-crb" VMState and RAM), the active locality,
+        the waiting localities, the command in flight and a posted
+        completion. :meth:`restore` puts it back; the TPM version and the
+        buffer size are the owner's (asked from the backend again).
+        Layout: ``(mmio, active, waiting, cmd_locty, cmd_len, posted)``."""
+        return (
+            self.mmio.tobytes(),
+            self._active,
+            self._waiting,
+            self._cmd_locty,
+            self._cmd_len,
+            self._capture_base(),
+        )
+
+    def restore(self, state: tuple[Any, ...], tpm_version: int, bufsize: int) -> None:
+        """Put back a :meth:`capture` of a core of the same configuration
+        (the owner checked it)."""
+        self._copy_into(self._m8, state[0])
+        self._active = state[1]
+        self._waiting = state[2]
+        self._cmd_locty = state[3]
+        self._cmd_len = state[4]
+        self._version = tpm_version
+        self._bufsize = min(max(int(bufsize), 0), CRB_BUFFER_SIZE)
+        self._restore_base(state[5])

@@ -80,14 +80,15 @@ Where we differ from QEMU, on purpose
   :meth:`receive_crq` returns; QEMU always answers later, from its main loop.
   The guest-visible order of the answers is QEMU's: the copy-in error answer
   leaves before the command is handed over.
-* Migration (the response held back while a migration finishes) is not
-  modelled.
+* Migration: the owner completes a command in flight before it saves
+  (:meth:`SpaprCore.capture`), so QEMU's response held back in ``numbytes``
+  while a migration finishes never arises.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from tpmdev.errors import AccessError
 
@@ -477,3 +478,25 @@ class SpaprCore:
     def buffer(self) -> bytearray:
         """The device's command/response buffer (4096 bytes, live)."""
         return self._buffer
+
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def capture(self) -> tuple[object, ...]:
+        """Everything that defines the core's behaviour (copies): ``(buffer,
+        crq, command, state, posted)`` -- the whole buffer (QEMU migrates
+        ``numbytes`` of it; the rest shows through the stale-tail quirk), the
+        stored request entry, the command in flight, the state and a posted
+        completion. :meth:`restore` puts it back; the TPM version and the
+        buffer size are the owner's."""
+        return (bytes(self._buffer), bytes(self._crq), self._command, self._state, self._posted)
+
+    def restore(self, state: tuple[Any, ...], tpm_version: int, bufsize: int) -> None:
+        """Put back a :meth:`capture` (checked by the owner)."""
+        self._buffer[:] = state[0]
+        self._crq[:] = state[1]
+        self._command = state[2]
+        self._state = state[3]
+        self._posted = state[4]
+        self._version = int(tpm_version)
+        self._bufsize = min(max(int(bufsize), 0), SPAPR_VTPM_BUFFER_MAX)

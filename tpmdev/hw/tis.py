@@ -77,7 +77,7 @@ are kept within 32 bits explicitly so that C and Python arithmetic agree.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 try:
     import cython
@@ -750,3 +750,46 @@ class TisCore(MmioCore):
     def buffer(self) -> bytearray:
         """The shared command/response buffer (4096 bytes, live)."""
         return self._buffer
+
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def capture(self) -> tuple[object, ...]:
+        """Everything that defines the core's behaviour, as a tuple of bytes
+        and ints (copies): the register image, the shared buffer, the
+        per-locality command states, the offsets and locality numbers, the
+        IRQ line level and a posted completion (QEMU's "tpm-tis" VMState and
+        more: tpmdev also keeps the IRQ level and the locality of the command
+        in flight). :meth:`restore` puts it back; the TPM version and the
+        buffer size are the owner's (asked from the backend again).
+        Layout: ``(mmio, buffer, states, rw_offset, active, next, aborting,
+        cmd_locty, irq_level, posted)``."""
+        return (
+            self.mmio.tobytes(),
+            bytes(self._buffer),
+            bytes(self._state),
+            self._rw_offset,
+            self._active,
+            self._next,
+            self._aborting,
+            self._cmd_locty,
+            self._irq_level,
+            self._capture_base(),
+        )
+
+    def restore(self, state: tuple[Any, ...], tpm_version: int, bufsize: int) -> None:
+        """Put back a :meth:`capture` of a core of the same configuration
+        (the owner checked it). The IRQ callable is told if the line level
+        changes."""
+        self._copy_into(self._m8, state[0])
+        self._copy_into(self._buf, state[1])
+        self._copy_into(self._state, state[2])
+        self._rw_offset = state[3]
+        self._active = state[4]
+        self._next = state[5]
+        self._aborting = state[6]
+        self._cmd_locty = state[7]
+        self._version = tpm_version
+        self._bufsize = min(max(int(bufsize), 0), TIS_BUFFER_MAX)
+        self._restore_base(state[9])
+        self._set_irq(state[8])

@@ -61,6 +61,7 @@ passes them as a 4-byte write to a reserved TIS address, which ignores it.
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 from tpmdev.errors import AccessError
 from tpmdev.hw.regs import (
@@ -374,6 +375,31 @@ class TisI2CCore:
     def checksum_enabled(self) -> bool:
         """The stored ``TPM_I2C_DATA_CSUM_ENABLE`` flag."""
         return bool(self._csum_enable)
+
+    # ------------------------------------------------------------------
+    # State capture (migration, snapshots)
+    # ------------------------------------------------------------------
+    def capture(self) -> tuple[object, ...]:
+        """The I2C layer's own state (the TIS core's is captured by the
+        core): ``(operation, offset, data, tis_addr, loc_sel, csum_enable)``,
+        QEMU's "tpm-tis-i2c" fields."""
+        return (
+            self._operation,
+            self._offset,
+            bytes(self._data),
+            self._tis_addr,
+            self._loc_sel,
+            self._csum_enable,
+        )
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Put back a :meth:`capture` (checked by the owner)."""
+        self._operation = state[0]
+        self._offset = state[1]
+        self._data[:] = state[2]
+        self._tis_addr = state[3]
+        self._loc_sel = state[4]
+        self._csum_enable = state[5]
 
 
 def _as_int(value: object) -> int | None:

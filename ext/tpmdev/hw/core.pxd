@@ -39,6 +39,11 @@ cdef class MmioCore:
     cdef bint _apply_posted(self) except -1
     cdef void _drop_posted(self) noexcept
 
+    # -- state capture
+    cdef object _capture_base(self)
+    cdef void _restore_base(self, object posted) except *
+    cdef void _copy_into(self, unsigned char[::1] dst, const unsigned char[::1] src) except *
+
 
 cdef class RecordingCore(MmioCore):
     cdef public list log

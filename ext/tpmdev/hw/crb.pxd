@@ -47,3 +47,5 @@ cdef class CrbCore(MmioCore):
     cdef void _relinquish(self, int locty) noexcept
     cdef void _seize(self, int locty) noexcept
     cdef void _start(self, int locty) except *
+
+    # -- state capture: capture() and restore() are def methods (nothing to declare)

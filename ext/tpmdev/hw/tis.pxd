@@ -66,3 +66,5 @@ cdef class TisCore(MmioCore):
     cdef void _int_status_write(self, int locty, unsigned int val) except *
     cdef void _set_irq(self, int level) except *
     cdef void _send(self, int locty) except *
+
+    # -- state capture: capture() and restore() are def methods (nothing to declare)

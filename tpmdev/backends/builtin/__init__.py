@@ -78,6 +78,7 @@ answers False at once, from nothing that could go stale.
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Iterable
 from typing import Any, Callable
@@ -149,6 +150,8 @@ class Builtin(Backend):
             self._engine = Tpm2(self._rng, self._clock, algs)
         else:
             self._engine = Tpm12(self._rng, self._clock)
+        #: the snapshot whose state the TPM still has (None once anything ran)
+        self._clean: object = None
 
     @property
     def tpm_version(self) -> int:
@@ -161,6 +164,7 @@ class Builtin(Backend):
 
     def _execute(self, command: bytes, locality: int) -> bytes:
         # Always a well-formed response: the engine never raises for any bytes.
+        self._clean = None
         return self._engine.execute(command, locality)
 
     def _cancel(self) -> None:
@@ -173,6 +177,7 @@ class Builtin(Backend):
         The buffer is 4096 bytes whatever *buffer_size* says (the engine has
         no smaller limit to apply).
         """
+        self._clean = None
         self._engine.power_on()
 
     # -- state save/restore ---------------------------------------------------
@@ -199,6 +204,7 @@ class Builtin(Backend):
         Bad blobs raise :class:`tpmdev.StateError` and change nothing.
         """
         load = _state.tpm2_load if isinstance(self._engine, Tpm2) else _state.tpm12_load
+        self._clean = None
         drbg, virtual_ms = load(self._engine, state, self._now_after_restore)
         if self._rng.deterministic and drbg is not None:
             self._rng.set_key(drbg)
@@ -207,6 +213,30 @@ class Builtin(Backend):
 
     def close(self) -> None:
         self._closed = True
+
+    # -- in-memory snapshots ----------------------------------------------------
+    def _snapshot(self) -> object:
+        """The engine's state pickled (plain data), the DRBG key and the
+        virtual clock: a copy taken in microseconds, for a device's
+        ``snapshot()``."""
+        self._check_usable()
+        state = pickle.dumps(self._engine.state, pickle.HIGHEST_PROTOCOL)
+        token = (state, self._rng.get_key(), self._virtual_ms())
+        self._clean = token
+        return token
+
+    def _rollback(self, snapshot: Any) -> None:
+        """Back to a :meth:`_snapshot` of this Builtin. Free when nothing ran
+        since that snapshot was taken or last rolled back to (the TPM still
+        has its state); else one unpickling of the engine's state."""
+        self._check_usable()
+        if self._clean is snapshot:
+            return
+        self._engine.state = pickle.loads(snapshot[0])
+        self._rng.set_key(snapshot[1])
+        if isinstance(self._clock, _VirtualClock) and snapshot[2] is not None:
+            self._clock.ms = snapshot[2]
+        self._clean = snapshot
 
 
 def _check_seed(seed: object) -> int | bytes | None:
