@@ -6,26 +6,23 @@ Shared by ``tpmdev tcti`` and ``tpmdev serve`` (and :mod:`tpmdev.server`):
   (:func:`tpmdev.backends.open` spec) and the driver Linux would bind to it
   (:func:`tpmdev.drivers.for_device`);
 * :func:`save_state` / :func:`load_state` keep the whole device and TPM in a
-  file between processes: ``dev.save()`` / ``dev.load()`` where the device
-  has them (the device's registers and its backend's TPM in one checked
-  blob), else the backend's ``get_state()`` / ``set_state()`` (the TPM only;
-  a fresh device around it is what a guest sees after a reboot with the
-  TPM's state kept, which is all a TSS client needs between commands).
+  file between processes: ``dev.save()`` / ``dev.load()`` (the device's
+  registers and its backend's TPM in one checked blob, see
+  :mod:`tpmdev._state`).
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
 from typing import Any
 
 from tpmdev.backends import open as open_backend
-from tpmdev.backends.base import STATE_KEYS, Backend
+from tpmdev.backends.base import Backend
 from tpmdev.drivers import AnyDriver, SpaprPlatform, for_device
 from tpmdev.errors import ConfigurationError, StateError
 
-__all__ = ["FRONTENDS", "open_device", "save_state", "load_state", "STATE_MAGIC"]
+__all__ = ["FRONTENDS", "open_device", "save_state", "load_state"]
 
 #: ``--frontend`` words -> what they are
 FRONTENDS = {
@@ -35,10 +32,6 @@ FRONTENDS = {
     "crb": "CRB (tpm-crb)",
     "spapr": "sPAPR vTPM (tpm-spapr, CRQ)",
 }
-
-#: First bytes of a state file holding backend blobs (``get_state``); a file
-#: from ``dev.save()`` starts with that blob's own header instead.
-STATE_MAGIC = b"tpmdev-tpm-state\n"
 
 
 def _backend(spec: str, tpm_version: int) -> Backend:
@@ -91,13 +84,7 @@ def open_device(
 
 def save_state(dev: Any, path: str) -> None:
     """Write *dev*'s state to *path* (atomically: a complete file or the old one)."""
-    if hasattr(dev, "save"):
-        data = bytes(dev.save())
-    else:
-        blobs = dev.backend.get_state()
-        data = STATE_MAGIC + b"".join(
-            struct.pack(">I", len(blobs.get(k, b""))) + bytes(blobs.get(k, b"")) for k in STATE_KEYS
-        )
+    data = dev.save()
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tpmdev-state.", dir=directory)
     try:
@@ -119,20 +106,9 @@ def load_state(dev: Any, path: str) -> None:
             data = f.read()
     except OSError as exc:
         raise StateError(f"cannot read the state file {path}: {exc.strerror}") from None
-    if data.startswith(STATE_MAGIC):
-        blobs: dict[str, bytes] = {}
-        offset = len(STATE_MAGIC)
-        for key in STATE_KEYS:
-            if offset + 4 > len(data):
-                raise StateError(f"the state file {path} is truncated; delete it to start afresh")
-            (size,) = struct.unpack_from(">I", data, offset)
-            blobs[key] = data[offset + 4 : offset + 4 + size]
-            offset += 4 + size
-        if offset != len(data):
-            raise StateError(f"the state file {path} is damaged; delete it to start afresh")
-        dev.backend.set_state(blobs)
-        return
-    if hasattr(dev, "load"):
+    try:
         dev.load(data)
-        return
-    raise StateError(f"{path} is not a tpmdev state file; delete it to start afresh")
+    except StateError as exc:
+        raise StateError(
+            f"{path} is not a tpmdev state file this device can load ({exc}); delete it to start afresh"
+        ) from None
