@@ -33,7 +33,9 @@ from types import FrameType
 from typing import Any, BinaryIO, Optional
 
 from tpmdev._frontends import FRONTENDS, load_state, open_device, save_state
+from tpmdev._progress import Progress
 from tpmdev.errors import TpmDevError
+from tpmdev.tpm_codes import command_name
 from tpmdev.wire import HEADER_SIZE, header_size
 
 __all__ = ["register", "run", "serve_pipe", "FAILURE_RESPONSE"]
@@ -139,8 +141,10 @@ def serve_pipe(driver: Any, source: BinaryIO, sink: BinaryIO) -> int:
         body = _read(source, size - HEADER_SIZE)
         if len(body) < size - HEADER_SIZE:
             raise TpmDevError(f"input ended inside a {size}-byte command")
+        code = int.from_bytes(header[6:10], "big")
         try:
-            response = driver.transmit(header + body)
+            with Progress(f"tpmdev tcti: {command_name(code)} running"):
+                response = driver.transmit(header + body)
         except TpmDevError as exc:
             print(f"tpmdev tcti: the command failed in the device: {exc}", file=sys.stderr)
             response = FAILURE_RESPONSE

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from typing import Any, Optional
 
 import tpmdev
 from tpmdev import trace as _trace
+from tpmdev._progress import Progress
 from tpmdev.drivers import commands as C
 
 __all__ = ["register"]
@@ -195,30 +195,6 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A one-line progress note on stderr for work past a second (only when
-    stderr is a terminal)."""
-
-    def __init__(self, what: str, total: int) -> None:
-        self.what, self.total = what, total
-        self.start = self.last = time.monotonic()
-        self.shown = False
-        self.tty = sys.stderr.isatty()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if self.tty and now - self.start > 1.0 and now - self.last > 0.2:
-            self.last = now
-            self.shown = True
-            sys.stderr.write(f"\r{self.what}: {done}/{self.total} ({100 * done // max(self.total, 1)}%)")
-            sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * 60 + "\r")
-            sys.stderr.flush()
-
-
 def _replay(args: argparse.Namespace) -> int:
     trace = _load(args.file)
     if trace is None:
@@ -228,13 +204,11 @@ def _replay(args: argparse.Namespace) -> int:
         backend = _trace.open_recorded_backend(trace, args.backend)
     except tpmdev.TpmDevError as exc:
         return _error(str(exc), 1)
-    progress = _Progress(f"replaying {args.file}", len(trace.events))
     try:
-        divergences = _run(trace, backend, stop_at_first=not args.all, progress=progress)
+        with Progress(f"replaying {args.file}", len(trace.events)) as progress:
+            divergences = _run(trace, backend, stop_at_first=not args.all, progress=progress)
     except tpmdev.TpmDevError as exc:
         return _error(str(exc), 1)
-    finally:
-        progress.done()
     if not divergences:
         print(f"{args.file}: {len(trace.events)} events replayed on {spec}, no divergence")
         return 0
@@ -246,7 +220,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _run(
-    trace: _trace.Trace, backend: Any, *, stop_at_first: bool, progress: _Progress
+    trace: _trace.Trace, backend: Any, *, stop_at_first: bool, progress: Progress
 ) -> list[_trace.Divergence]:
     # Replays in slices so the progress line moves; the device is one.
     dev = _trace.build_device(trace, backend)
