@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional, TypeVar
 from collections.abc import Sequence
 
 import tpmdev
+from tpmdev import _cli_fuzz
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
@@ -258,7 +259,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="tis",
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
+    _cli_fuzz.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return int(args.func(args))
     if args.command != "demo":
         parser.print_help()
         return 2

@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import gc
 import logging
+import shlex
 import sys
 import time
 import types
@@ -303,9 +304,13 @@ def fuzz_main(
     test_one_input: Callable[[bytes], None],
     modules: tuple[str, ...],
     argv: Optional[list[str]] = None,
+    module: Optional[str] = None,
 ) -> None:
     """Run *test_one_input* under libFuzzer (arguments: libFuzzer's, from *argv*),
     with coverage from the functions of *modules* and :data:`COMMON_MODULES`.
+    *module* names the harness module, so that the processes libFuzzer's
+    ``-fork`` / ``-jobs`` start run it as ``python -m module``; None keeps
+    ``argv[0]`` (an executable wrapper, as OSS-Fuzz builds).
 
     Every :data:`STATS_INTERVAL` seconds a ``tpmdev-fuzz-stats:`` line on stderr
     tells the inputs and register operations run so far, and their rates
@@ -324,5 +329,11 @@ def fuzz_main(
             next_report[0] = now + STATS_INTERVAL
             sys.stderr.write(STATS.line() + "\n")
 
-    atheris.Setup(list(sys.argv if argv is None else argv), one_input)
+    args = list(sys.argv if argv is None else argv)
+    if module is not None:
+        # libFuzzer's -fork and -jobs start more processes with the command line
+        # args[0] + flags, through the shell: make args[0] a command that runs
+        # this module on this interpreter.
+        args[0] = f"{shlex.quote(sys.executable)} -m {module}"
+    atheris.Setup(args, one_input)
     atheris.Fuzz()

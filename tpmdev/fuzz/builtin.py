@@ -21,6 +21,8 @@ Run: ``tpmdev fuzz builtin`` or ``python -m tpmdev.fuzz.builtin [libFuzzer flags
 
 from __future__ import annotations
 
+from typing import Optional
+
 from collections.abc import Iterable
 
 from tpmdev.backends import Builtin
@@ -106,9 +108,11 @@ class CommandEncoder:
         return bytes(self._out)
 
 
-def main() -> None:
-    fuzz_main(TestOneInput, ("tpmdev.backends.builtin", "tpmdev.backends.base"))
+def main(argv: Optional[list[str]] = None, module: Optional[str] = None) -> None:
+    """Fuzz this target under libFuzzer; *argv* (default ``sys.argv``) holds libFuzzer's
+    flags and corpus directories, *module* is given when run as ``python -m``."""
+    fuzz_main(TestOneInput, ("tpmdev.backends.builtin", "tpmdev.backends.base"), argv, module)
 
 
 if __name__ == "__main__":
-    main()
+    main(module=__spec__.name if __spec__ is not None else None)

@@ -31,6 +31,8 @@ Run: ``tpmdev fuzz spapr`` or ``python -m tpmdev.fuzz.spapr [libFuzzer flags] [C
 
 from __future__ import annotations
 
+from typing import Optional
+
 import tpmdev
 from tpmdev.backends import Builtin
 from tpmdev.drivers.spapr import PAGE_SIZE, SpaprPlatform
@@ -185,9 +187,11 @@ class CrqEncoder:
         return bytes(self._out)
 
 
-def main() -> None:
-    fuzz_main(TestOneInput, ("tpmdev.hw.spapr", "tpmdev.spapr"))
+def main(argv: Optional[list[str]] = None, module: Optional[str] = None) -> None:
+    """Fuzz this target under libFuzzer; *argv* (default ``sys.argv``) holds libFuzzer's
+    flags and corpus directories, *module* is given when run as ``python -m``."""
+    fuzz_main(TestOneInput, ("tpmdev.hw.spapr", "tpmdev.spapr"), argv, module)
 
 
 if __name__ == "__main__":
-    main()
+    main(module=__spec__.name if __spec__ is not None else None)

@@ -12,7 +12,7 @@ Run: ``tpmdev fuzz tis`` or ``python -m tpmdev.fuzz.tis [libFuzzer flags] [CORPU
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import tpmdev
 from tpmdev.fuzz._harness import backends, STATS, Reader, fuzz_main, pure_module, same, variants
@@ -56,9 +56,11 @@ def TestOneInput(data: bytes) -> None:
             dev.close()
 
 
-def main() -> None:
-    fuzz_main(TestOneInput, (pure_module("tis"), "tpmdev.tis"))
+def main(argv: Optional[list[str]] = None, module: Optional[str] = None) -> None:
+    """Fuzz this target under libFuzzer; *argv* (default ``sys.argv``) holds libFuzzer's
+    flags and corpus directories, *module* is given when run as ``python -m``."""
+    fuzz_main(TestOneInput, (pure_module("tis"), "tpmdev.tis"), argv, module)
 
 
 if __name__ == "__main__":
-    main()
+    main(module=__spec__.name if __spec__ is not None else None)

@@ -25,6 +25,8 @@ Run: ``tpmdev fuzz tis_i2c`` or ``python -m tpmdev.fuzz.tis_i2c [libFuzzer flags
 
 from __future__ import annotations
 
+from typing import Optional
+
 from collections.abc import Iterable
 
 import tpmdev
@@ -172,9 +174,11 @@ class I2CEncoder:
         return bytes(self._out)
 
 
-def main() -> None:
-    fuzz_main(TestOneInput, (pure_module("tis"), "tpmdev.hw.tis_i2c", "tpmdev.tis_i2c"))
+def main(argv: Optional[list[str]] = None, module: Optional[str] = None) -> None:
+    """Fuzz this target under libFuzzer; *argv* (default ``sys.argv``) holds libFuzzer's
+    flags and corpus directories, *module* is given when run as ``python -m``."""
+    fuzz_main(TestOneInput, (pure_module("tis"), "tpmdev.hw.tis_i2c", "tpmdev.tis_i2c"), argv, module)
 
 
 if __name__ == "__main__":
-    main()
+    main(module=__spec__.name if __spec__ is not None else None)
