@@ -110,3 +110,25 @@ def test_attach_refuses_what_is_not_memory_mapped() -> None:
             attach(ql, dev, 0xFED40010)
         with pytest.raises(tpmdev.ConfigurationError, match="map_mmio"):
             attach(object(), dev)
+
+
+def test_handler_style_map_mmio(tis_class: type[tpmdev.TIS]) -> None:
+    """Qiling versions after 1.4 take one handler object; the installed one takes two callbacks."""
+
+    class Mem:
+        mapped: list[Any] = []
+
+        def map_mmio(self, addr: int, size: int, handler: Any, info: str = "[mmio]") -> None:
+            self.mapped.append((addr, size, handler, info))
+
+    class Ql:
+        mem = Mem()
+
+    ql = Ql()
+    with tis_class(Builtin(seed=0)) as dev:
+        assert attach(ql, dev) == (0xFED40000, 0x5000)
+        (addr, size, handler, info) = ql.mem.mapped[0]
+        assert (addr, size, info) == (0xFED40000, 0x5000, "[tpmdev TIS]")
+        handler.write(ql, 0x00, 1, 0x02)
+        assert handler.read(ql, 0x00, 1) == dev.read(0x00, 1) == 0xA1
+        assert handler.read(ql, 0x14, 8) == dev.read(0x14) | (dev.read(0x18) << 32)

@@ -63,10 +63,11 @@ class TpmPeripheral(AvatarPeripheral):  # type: ignore[misc]
         self.read_handler[0:size] = self._read
         self.write_handler[0:size] = self._write
 
-    def _read(self, offset: int, size: int) -> int:
+    # avatar2 may pass more keywords (``origin=`` in later versions); they change nothing here
+    def _read(self, offset: int, size: int, **_: Any) -> int:
         return _mmio.read(self.device, offset, size)
 
-    def _write(self, offset: int, size: int, value: int) -> bool:
+    def _write(self, offset: int, size: int, value: int, **_: Any) -> bool:
         _mmio.write(self.device, offset, value, size)
         return True
 
