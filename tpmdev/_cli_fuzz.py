@@ -2,9 +2,10 @@
 
 The harness runs as its own process, ``python -m tpmdev.fuzz.TARGET`` with
 libFuzzer's flags: ``--time`` is ``-max_total_time``, ``--runs`` is ``-runs``,
-``--jobs N`` (N > 1) is libFuzzer's ``-fork=N`` (N fuzzing processes that
-share one corpus, restarted as they finish or crash); anything after ``--``
-goes to libFuzzer as it is (``-- -jobs=4 -workers=2``, ``-- -dict=...``).
+``--max-len`` is ``-max_len`` (default 8192), ``--jobs N`` (N > 1) is
+libFuzzer's ``-fork=N`` (N fuzzing processes that share one corpus,
+restarted as they finish or crash); anything after ``--`` goes to libFuzzer
+as it is (``-- -jobs=4 -workers=2``, ``-- -dict=...``).
 Nothing here schedules processes itself.
 
 The corpus directory (``--corpus``) is created when missing and seeded with
@@ -30,6 +31,11 @@ from tpmdev.fuzz import TARGETS
 
 __all__ = ["register", "run", "libfuzzer_command"]
 
+#: libFuzzer's -max_len unless told: room for a whole 4096-byte command buffer written
+#: through the FIFO and the operations around it (libFuzzer's own default, the longest
+#: seed, would keep the builtin and sPAPR targets' inputs to a few hundred bytes).
+DEFAULT_MAX_LEN = 8192
+
 _FINDING_PREFIXES = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
 
 
@@ -50,7 +56,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--artifacts", default=".", metavar="DIR", help="where crash reproducers go (default: current dir)"
     )
-    p.add_argument("--max-len", type=int, default=None, metavar="N", help="largest input (-max_len)")
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=DEFAULT_MAX_LEN,
+        metavar="N",
+        help=f"largest input (-max_len; default {DEFAULT_MAX_LEN})",
+    )
     p.add_argument("libfuzzer_args", nargs="*", metavar="-- LIBFUZZER_FLAG", help="passed to libFuzzer")
     p.set_defaults(func=run)
 
