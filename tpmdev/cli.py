@@ -25,6 +25,7 @@ from tpmdev.drivers import commands as C
 from tpmdev._device import Device
 from tpmdev._cli_acpi import register as register_acpi
 from tpmdev._cli_eventlog import register as register_eventlog
+from tpmdev._cli_fuzz import register as register_fuzz
 from tpmdev._cli_serve import register as register_serve
 from tpmdev._cli_state import register as register_state
 from tpmdev._cli_tcti import register as register_tcti
@@ -270,6 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_serve(sub)
     register_trace(sub)
     register_state(sub)
+    register_fuzz(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)
