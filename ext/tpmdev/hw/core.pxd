@@ -7,6 +7,7 @@
 cdef int _MAX_PIECE, _UNKNOWN
 cdef unsigned int _U32
 cdef Py_ssize_t _MAX_COUNT
+cdef int OP_READ, OP_WRITE
 
 cdef object _index(object x)
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
@@ -38,6 +39,14 @@ cdef class MmioCore:
     cdef int _query_established(self) except? -2
     cdef bint _apply_posted(self) except -1
     cdef void _drop_posted(self) noexcept
+
+    # batch execution
+    cdef Py_ssize_t _check_batch(self, const unsigned char[:] kinds, const unsigned char[:] sizes,
+                                 const unsigned int[:] offsets, const unsigned long long[:] values) except -2
+    cdef void _run_batch(self, const unsigned char[:] kinds, const unsigned char[:] sizes,
+                         const unsigned int[:] offsets, const unsigned long long[:] values,
+                         unsigned long long[:] out) except *
+    cdef str _bad_row(self, object row, object kind, object size, object offset, object value)
 
 
 cdef class RecordingCore(MmioCore):

@@ -1,0 +1,251 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Native MMIO callbacks for unicorn: the guest's accesses reach the compiled
+register core with no Python frame.
+
+Why a .pyx: pure mode cannot express a C function pointer, and unicorn's
+``uc_mmio_map`` wants two (``uint64_t (*)(uc_engine*, uint64_t, unsigned,
+void*)`` and ``void (*)(uc_engine*, uint64_t, unsigned, uint64_t, void*)``).
+Nothing of unicorn is needed to build this module: the few prototypes are
+declared here and the functions are found at run time in the libunicorn the
+Python binding loaded (their addresses come from ctypes), the engine handle
+from the binding's ``Uc`` object. :mod:`tpmdev.adapters.unicorn` is the
+public face; it falls back to Python callbacks where this module or the
+compiled register models are not loaded.
+
+The GIL. The register core is Python objects (and may call the device
+layer, which runs the backend), so a callback needs the GIL. ``Uc.emu_start``
+is a ctypes call, which releases it: each callback then takes it back
+(``PyGILState_Ensure``) and gives it up again. :func:`emu_start` here calls
+``uc_emu_start`` with the GIL held, so a callback only checks that it holds
+it (``PyGILState_Check``); to let another Python thread run meanwhile (the
+worker of an asynchronous device), the GIL is released for a moment every
+``_YIELD_EVERY`` device accesses.
+
+Errors. A callback cannot raise into unicorn: an exception from the core
+(none is expected: guest input never raises) is kept on the window, the
+emulation is stopped (``uc_emu_stop``), and :func:`emu_start` (or the
+adapter's ``check()``) raises it afterwards.
+"""
+
+from libc.stdint cimport uint64_t
+from libc.string cimport memcpy
+
+import weakref
+
+from tpmdev.hw.core cimport MmioCore
+
+cdef extern from "Python.h":
+    int PyGILState_Check() nogil
+
+ctypedef uint64_t (*read_cb_t)(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil
+ctypedef void (*write_cb_t)(void* uc, uint64_t offset, unsigned size, uint64_t value,
+                            void* user_data) noexcept nogil
+ctypedef int (*uc_mmio_map_t)(void* uc, uint64_t address, uint64_t size, read_cb_t read_cb,
+                              void* user_data_read, write_cb_t write_cb, void* user_data_write) noexcept nogil
+ctypedef int (*uc_emu_start_t)(void* uc, uint64_t begin, uint64_t until, uint64_t timeout,
+                               size_t count) noexcept nogil
+ctypedef int (*uc_emu_stop_t)(void* uc) noexcept nogil
+
+cdef struct Ctx:
+    void* core          # the MmioCore (a reference owned by the window object)
+    void* window        # the window object itself (errors are kept there)
+    uint64_t region     # bytes of the device region; the mapping past it is unassigned
+    unsigned char* ram  # a RAM window: the bytes (owned by an array the window keeps)
+    uc_emu_stop_t stop
+    int countdown
+
+# The callbacks below run the register core only when this thread holds the
+# GIL (they check, or take it); Cython cannot see that check, so the locked
+# halves are called through pointers of these types.
+ctypedef uint64_t (*locked_read_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size) noexcept nogil
+ctypedef void (*locked_write_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                                uint64_t value) noexcept nogil
+
+__all__ = ["DeviceWindow", "RamWindow", "map_null", "emu_start", "check_engine"]
+
+#: engine handle -> the device windows mapped into it (their errors are raised after a run)
+_engines = {}
+
+#: Device accesses between two moments without the GIL (see the module doc).
+cdef int _YIELD_EVERY = 4096
+
+
+
+cdef class _Window:
+    cdef Ctx ctx
+    cdef public object error
+    cdef object _keep
+    cdef object __weakref__
+
+    def check(self):
+        """Raise the exception a callback met (once), if any."""
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    cdef void _fail(self, void* uc, BaseException exc) noexcept:
+        if self.error is None:
+            self.error = exc
+        if self.ctx.stop != NULL:
+            self.ctx.stop(uc)
+
+
+cdef inline void _yield_gil(Ctx* ctx) noexcept:
+    ctx.countdown -= 1
+    if ctx.countdown <= 0:
+        ctx.countdown = _YIELD_EVERY
+        with nogil:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# A device window: the compiled register core
+# ---------------------------------------------------------------------------
+cdef uint64_t _device_read_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size) noexcept:
+    cdef MmioCore core = <MmioCore>ctx.core
+    cdef int sz = size
+    if offset >= ctx.region or sz > ctx.region - offset:
+        return 0  # unassigned memory past the region
+    try:
+        _yield_gil(ctx)
+        if core._posted is not None:
+            core._apply_posted()
+        if sz <= 4 and not (offset & (sz - 1)):
+            return core._read(offset, sz)
+        return core._read_split(offset, sz)
+    except BaseException as exc:
+        (<_Window>ctx.window)._fail(uc, exc)
+        return 0
+
+
+cdef void _device_write_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                               uint64_t value) noexcept:
+    cdef MmioCore core = <MmioCore>ctx.core
+    cdef int sz = size
+    if offset >= ctx.region or sz > ctx.region - offset:
+        return  # unassigned memory past the region
+    try:
+        _yield_gil(ctx)
+        if core._posted is not None:
+            core._apply_posted()
+        if sz <= 4 and not (offset & (sz - 1)):
+            core._write(offset, <unsigned int>value, sz)
+        else:
+            core._write_split(offset, value, sz)
+    except BaseException as exc:
+        (<_Window>ctx.window)._fail(uc, exc)
+
+
+cdef uint64_t _device_read(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil:
+    cdef Ctx* ctx = <Ctx*>user_data
+    if PyGILState_Check():
+        return (<locked_read_t>_device_read_locked)(uc, ctx, offset, size)
+    with gil:
+        return _device_read_locked(uc, ctx, offset, size)
+
+
+cdef void _device_write(void* uc, uint64_t offset, unsigned size, uint64_t value,
+                        void* user_data) noexcept nogil:
+    cdef Ctx* ctx = <Ctx*>user_data
+    if PyGILState_Check():
+        (<locked_write_t>_device_write_locked)(uc, ctx, offset, size, value)
+    else:
+        with gil:
+            _device_write_locked(uc, ctx, offset, size, value)
+
+
+cdef class DeviceWindow(_Window):
+    """The register core of a device mapped at one address (``uc_mmio_map``)."""
+
+    def __init__(self, MmioCore core, size_t uch, uint64_t address, uint64_t size,
+                 size_t mmio_map, size_t emu_stop):
+        cdef int err
+        self.error = None
+        self._keep = core
+        self.ctx.core = <void*>core
+        self.ctx.window = <void*>self
+        self.ctx.region = core._region
+        self.ctx.ram = NULL
+        self.ctx.stop = <uc_emu_stop_t>emu_stop
+        self.ctx.countdown = _YIELD_EVERY
+        err = (<uc_mmio_map_t>mmio_map)(<void*>uch, address, size, _device_read, &self.ctx,
+                                        _device_write, &self.ctx)
+        if err:
+            raise _uc_error(err)
+        _engines.setdefault(uch, weakref.WeakSet()).add(self)
+
+
+# ---------------------------------------------------------------------------
+# A RAM window: bytes of a numpy array served as plain memory (any size,
+# any alignment, no side effects), where unicorn's page granularity forbids
+# uc_mem_map_ptr
+# ---------------------------------------------------------------------------
+cdef uint64_t _ram_read(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil:
+    cdef Ctx* ctx = <Ctx*>user_data
+    cdef uint64_t value = 0
+    if size <= 8 and offset < ctx.region and size <= ctx.region - offset:
+        memcpy(&value, ctx.ram + offset, size)  # (little-endian host)
+    return value
+
+
+cdef void _ram_write(void* uc, uint64_t offset, unsigned size, uint64_t value,
+                     void* user_data) noexcept nogil:
+    cdef Ctx* ctx = <Ctx*>user_data
+    if size <= 8 and offset < ctx.region and size <= ctx.region - offset:
+        memcpy(ctx.ram + offset, &value, size)
+
+
+cdef class RamWindow(_Window):
+    """*memory* (a writable C-contiguous uint8 numpy array) as RAM at one address."""
+
+    def __init__(self, memory, size_t uch, uint64_t address, uint64_t size, size_t mmio_map):
+        cdef unsigned char[::1] view = memory
+        cdef int err
+        self.error = None
+        self._keep = memory
+        self.ctx.core = NULL
+        self.ctx.window = <void*>self
+        self.ctx.region = view.shape[0]
+        self.ctx.ram = &view[0]
+        self.ctx.stop = NULL
+        err = (<uc_mmio_map_t>mmio_map)(<void*>uch, address, size, _ram_read, &self.ctx,
+                                        _ram_write, &self.ctx)
+        if err:
+            raise _uc_error(err)
+
+
+# ---------------------------------------------------------------------------
+# The floor: a native callback that does nothing (benchmarks)
+# ---------------------------------------------------------------------------
+cdef uint64_t _null_read(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil:
+    return 0
+
+
+cdef void _null_write(void* uc, uint64_t offset, unsigned size, uint64_t value,
+                      void* user_data) noexcept nogil:
+    pass
+
+
+def map_null(size_t uch, uint64_t address, uint64_t size, size_t mmio_map):
+    """Map do-nothing native callbacks (reads 0, writes dropped): unicorn's
+    own cost of an MMIO access, the floor the benchmarks compare with."""
+    cdef int err = (<uc_mmio_map_t>mmio_map)(<void*>uch, address, size, _null_read, NULL, _null_write, NULL)
+    if err:
+        raise _uc_error(err)
+
+
+def emu_start(size_t uch, uint64_t begin, uint64_t until, uint64_t timeout, size_t count,
+              size_t start_fn):
+    """``uc_emu_start`` called with the GIL held (see the module doc); the error code."""
+    return (<uc_emu_start_t>start_fn)(<void*>uch, begin, until, timeout, count)
+
+
+def check_engine(size_t uch):
+    """Raise the first exception a device window of engine *uch* met, if any."""
+    for window in list(_engines.get(uch, ())):
+        window.check()
+
+
+cdef object _uc_error(int err):
+    from unicorn import UcError
+    return UcError(err)

@@ -1,0 +1,280 @@
+"""Map a tpmdev device into a unicorn engine (PyPI ``unicorn`` 2.x).
+
+:func:`attach` maps a memory-mapped frontend (:class:`tpmdev.TIS`,
+:class:`tpmdev.TISSysbus`, :class:`tpmdev.CRB`) into a ``unicorn.Uc`` at its
+platform address, as QEMU's machine maps it:
+
+* the register region (TIS 0x5000 bytes, CRB 0x1000 per locality) with
+  ``uc_mmio_map``. When the compiled register models are loaded, the
+  callbacks are C functions (``tpmdev.adapters._unicorn_native``, built
+  from ``ext/tpmdev/adapters/_unicorn_native.pyx``) that call the compiled
+  core directly: no Python frame per guest access. Otherwise they are
+  Python callables through ``Uc.mmio_map``, calling ``dev.core.read`` /
+  ``dev.core.write``;
+* memory that is RAM in QEMU as RAM, on the device's own numpy arrays
+  (nothing is copied, the device and the guest see the same bytes). The PPI
+  page (0xFED45000, when the device has one, ``dev.ppi.memory``) is mapped
+  with ``uc_mem_map_ptr`` when its array starts a page-aligned buffer of a
+  whole page, else served as plain memory by callbacks over the same bytes.
+  QEMU's CRB data buffer (0x80..0xFFF of a window) is RAM there: unicorn
+  maps whole pages only, so it shares the registers' MMIO page here, and the
+  core serves it as memory (bytes stored and read back at any size and
+  alignment, no side effects), which is what the guest sees of RAM.
+
+How accesses reach the device. Unicorn hands an MMIO region accesses of 1,
+2 and 4 bytes as the guest made them when they are naturally aligned, and an
+8-byte access as two 4-byte accesses, lowest first: exactly the pieces
+QEMU's memory core gives a TPM device (at most 4 bytes, naturally aligned),
+so for every aligned access (all that the Linux, EDK2 and SeaBIOS drivers
+make) the device sees what it sees under QEMU. A guest access that is not
+naturally aligned is cut by unicorn's TCG before any callback runs: a read
+into two aligned reads of its own size around it (a 4-byte read at 0x25
+becomes 4 bytes at 0x24 and 4 at 0x28), a write into single bytes. The
+callbacks cannot tell those pieces from aligned accesses; an unaligned read
+of a FIFO port therefore consumes more bytes than QEMU would. Drive FIFOs
+with aligned accesses (as every driver does), or use ``dev.read`` /
+``dev.execute``, which split exactly as QEMU's memory core.
+
+Running. Start the guest with :func:`emu_start` (same arguments as
+``Uc.emu_start``): it calls ``uc_emu_start`` without releasing the GIL, so
+a native callback need not take it back per access, and it raises what a
+callback met. ``uc.emu_start`` works too; each device access then takes
+the GIL (slower, same results).
+
+Unassigned space: bytes of the mapped pages past the device's region (the
+rest of a page) read 0 and drop writes, as QEMU's unassigned memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+import tpmdev
+from tpmdev.errors import ConfigurationError, StateError
+
+try:  # the native callbacks exist where the compiled register models were built with them
+    from tpmdev.adapters import _unicorn_native  # type: ignore[attr-defined]
+except ImportError:  # a pure install, or a build without them
+    _unicorn_native = None
+
+__all__ = ["attach", "emu_start", "map_null", "Attachment", "PAGE_SIZE", "PPI_ADDRESS", "native_available"]
+
+#: Unicorn maps whole pages (x86).
+PAGE_SIZE = 0x1000
+#: Where QEMU's PC machine puts the PPI page; from tpmdev.firmware.ppi at merge.
+PPI_ADDRESS = 0xFED45000
+#: The engine attribute holding its attachments.
+_KEPT = "_tpmdev_attachments"
+
+
+def _uclib() -> Any:
+    try:
+        from unicorn.unicorn_py3 import unicorn as binding
+    except ImportError as exc:
+        raise ConfigurationError(
+            "tpmdev.adapters.unicorn needs unicorn 2.x: pip install 'tpmdev[unicorn]'"
+        ) from exc
+    return binding.uclib
+
+
+def _address(fn: Any) -> int:
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def _handle(uc: Any) -> int:
+    """The ``uc_engine *`` of a ``unicorn.Uc``."""
+    handle = getattr(uc, "_uch", None)
+    value = getattr(handle, "value", None)
+    if not isinstance(value, int) or not value:
+        raise ConfigurationError(f"expected an open unicorn.Uc engine (unicorn 2.x), got {uc!r}")
+    return value
+
+
+def native_available(dev: Any = None) -> bool:
+    """True if :func:`attach` would map *dev* (or any compiled device) with native callbacks."""
+    if _unicorn_native is None or not tpmdev.USE_EXTENSIONS:
+        return False
+    if dev is None:
+        return True
+    from tpmdev.hw.core import MmioCore
+
+    return isinstance(dev.core, MmioCore)
+
+
+@dataclass
+class Attachment:
+    """What :func:`attach` mapped; keeps alive what unicorn points into."""
+
+    device: Any
+    base: int
+    size: int
+    native: bool
+    #: ``(address, size, how)`` of every mapping: how is "mmio", "ram" (mem_map_ptr) or "ram-mmio"
+    mappings: list[tuple[int, int, str]] = field(default_factory=list)
+    _keep: list[Any] = field(default_factory=list, repr=False)
+
+    def check(self) -> None:
+        """Raise an exception a native callback met (after ``uc.emu_start``)."""
+        for kept in self._keep:
+            check = getattr(kept, "check", None)
+            if check is not None:
+                check()
+
+
+def _round_up(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+def _platform_base(dev: Any, base: Optional[int]) -> int:
+    own = getattr(dev, "address", None)  # a CRB shows its address in its registers
+    if own is None:
+        own = getattr(dev, "base_address", None)
+    if base is None:
+        base = own
+    if base is None:
+        raise ConfigurationError(f"{type(dev).__name__} has no platform address: pass base=")
+    if isinstance(base, bool) or not isinstance(base, int) or base < 0 or base % PAGE_SIZE:
+        raise ConfigurationError(f"base must be a page-aligned (0x1000) address, got {base!r}")
+    if hasattr(dev, "address") and base != dev.address:
+        raise ConfigurationError(
+            f"this CRB shows address 0x{dev.address:X} in its command/response address registers; "
+            f"build it with address=0x{base:X} to map it at 0x{base:X}"
+        )
+    return base
+
+
+def _page_backed(memory: np.ndarray) -> Optional[int]:
+    """The address of *memory* if it starts a page-aligned buffer holding a whole page, else None."""
+    root: Any = memory
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if not (memory.flags.c_contiguous and memory.flags.writeable and root.flags.c_contiguous):
+        return None
+    start = memory.ctypes.data
+    end = root.ctypes.data + root.nbytes
+    if start % PAGE_SIZE or end - start < PAGE_SIZE:
+        return None
+    return int(start)
+
+
+def attach(uc: Any, dev: Any, base: Optional[int] = None) -> Attachment:
+    """Map *dev* into the unicorn engine *uc* at *base* (default: its
+    platform address: ``dev.base_address`` for a TIS, ``dev.address`` for a
+    CRB) and its PPI page, if it has one, at 0xFED45000. See the module doc.
+    """
+    if not hasattr(dev, "core") or not hasattr(dev, "region_size") or not hasattr(dev, "execute"):
+        raise ConfigurationError(f"expected a memory-mapped tpmdev device (TIS, TISSysbus, CRB), got {dev!r}")
+    if getattr(dev, "closed", False):
+        raise StateError(f"the {type(dev).__name__} is closed")
+    base = _platform_base(dev, base)
+    region = int(dev.region_size)
+    size = _round_up(region)
+    native = native_available(dev)
+    lib = _uclib()
+    handle = _handle(uc)
+    found = Attachment(dev, base, size, native)
+    if native:
+        assert _unicorn_native is not None
+        window = _unicorn_native.DeviceWindow(
+            dev.core, handle, base, size, _address(lib.uc_mmio_map), _address(lib.uc_emu_stop)
+        )
+        found._keep.append(window)
+    else:
+        core_read, core_write = dev.core.read, dev.core.write
+
+        def read(uc: Any, offset: int, size: int, user_data: object) -> int:
+            if offset >= region or size > region - offset:
+                return 0
+            value: int = core_read(offset, size)
+            return value
+
+        def write(uc: Any, offset: int, size: int, value: int, user_data: object) -> None:
+            if offset < region and size <= region - offset:
+                core_write(offset, value, size)
+
+        uc.mmio_map(base, size, read, None, write, None)
+        found._keep += [read, write]
+    found.mappings.append((base, size, "mmio"))
+    memory = getattr(getattr(dev, "ppi", None), "memory", None)
+    if memory is not None:
+        address = getattr(dev, "ppi_address", None) or PPI_ADDRESS
+        _map_ram(uc, lib, handle, found, memory, address, native)
+    # unicorn points into what the attachment keeps: it lives as long as the engine
+    kept = getattr(uc, _KEPT, None)
+    if kept is None:
+        kept = []
+        setattr(uc, _KEPT, kept)
+    kept.append(found)
+    return found
+
+
+def _map_ram(
+    uc: Any, lib: Any, handle: int, found: Attachment, memory: Any, address: int, native: bool
+) -> None:
+    """Map the uint8 array *memory* as RAM at *address* (one or more whole pages)."""
+    from unicorn import UC_PROT_READ, UC_PROT_WRITE
+
+    array = np.asarray(memory)
+    if array.dtype != np.uint8 or array.ndim != 1 or not array.flags.c_contiguous:
+        raise ConfigurationError(f"RAM to map must be a C-contiguous 1-D uint8 array, got {array.dtype}")
+    size = _round_up(array.nbytes)
+    pointer = _page_backed(array) if array.nbytes % PAGE_SIZE == 0 else None
+    if pointer is not None:
+        uc.mem_map_ptr(address, size, UC_PROT_READ | UC_PROT_WRITE, pointer)
+        found.mappings.append((address, size, "ram"))
+        found._keep.append(array)
+        return
+    if native:
+        assert _unicorn_native is not None
+        found._keep.append(_unicorn_native.RamWindow(array, handle, address, size, _address(lib.uc_mmio_map)))
+    else:
+        n = array.nbytes
+
+        def read(uc: Any, offset: int, size: int, user_data: object) -> int:
+            if offset >= n or size > n - offset:
+                return 0
+            return int.from_bytes(array[offset : offset + size].tobytes(), "little")
+
+        def write(uc: Any, offset: int, size: int, value: int, user_data: object) -> None:
+            if offset < n and size <= n - offset:
+                array[offset : offset + size] = np.frombuffer(value.to_bytes(size, "little"), np.uint8)
+
+        uc.mmio_map(address, size, read, None, write, None)
+        found._keep += [array, read, write]
+    found.mappings.append((address, size, "ram-mmio"))
+
+
+def map_null(uc: Any, address: int, size: int) -> None:
+    """Map do-nothing native MMIO callbacks (reads 0, writes dropped) at
+    *address*: unicorn's own cost of an MMIO access, the floor the
+    benchmarks compare the device with. Needs the native module."""
+    if _unicorn_native is None:
+        raise ConfigurationError("map_null needs tpmdev's native unicorn module (a compiled build)")
+    lib = _uclib()
+    _unicorn_native.map_null(_handle(uc), address, size, _address(lib.uc_mmio_map))
+
+
+def emu_start(uc: Any, begin: int, until: int, timeout: int = 0, count: int = 0) -> None:
+    """``uc.emu_start(begin, until, timeout, count)``, calling ``uc_emu_start``
+    with the GIL held when the native module is loaded (see the module doc);
+    raises unicorn's error, or what a callback met (a native one's after
+    the Python binding's)."""
+    from unicorn.unicorn_py3.unicorn import UcError
+
+    if _unicorn_native is None:
+        uc.emu_start(begin, until, timeout, count)
+        return
+    uc._hook_exception = None  # as Uc.emu_start: Python callbacks park their exception there
+    start = _address(_uclib().uc_emu_start)
+    err = _unicorn_native.emu_start(_handle(uc), begin, until, timeout, count, start)
+    if err:
+        raise UcError(err)
+    if uc._hook_exception is not None:
+        raise uc._hook_exception
+    _unicorn_native.check_engine(_handle(uc))
