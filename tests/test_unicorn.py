@@ -169,5 +169,7 @@ def test_attach_refuses_bad_arguments(tis_class: type[tpmdev.TIS], crb_class: ty
             adapter.attach(object(), dev)
     with pytest.raises(tpmdev.ConfigurationError, match="memory-mapped"):
         adapter.attach(uc, object())
-    with crb_class(tpmdev.backends.Builtin()) as dev, pytest.raises(tpmdev.ConfigurationError, match="address=0x"):
-        adapter.attach(uc, dev, base=0x10000000)
+    crb = crb_class(tpmdev.backends.Builtin())
+    with pytest.raises(tpmdev.ConfigurationError, match="address=0x"):
+        adapter.attach(uc, crb, base=0x10000000)
+    crb.close()

@@ -32,10 +32,20 @@ from libc.string cimport memcpy
 
 import weakref
 
+from cpython.exc cimport PyErr_Fetch, PyErr_NormalizeException
+from cpython.ref cimport PyObject, Py_XDECREF
+
 from tpmdev.hw.core cimport MmioCore
 
 cdef extern from "Python.h":
     int PyGILState_Check() nogil
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_t:
+        pass
+    pthread_t pthread_self()
+    int pthread_equal(pthread_t a, pthread_t b)
+    int PyException_SetTraceback(object ex, object tb)
 
 ctypedef uint64_t (*read_cb_t)(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil
 ctypedef void (*write_cb_t)(void* uc, uint64_t offset, unsigned size, uint64_t value,
@@ -57,9 +67,12 @@ cdef struct Ctx:
 # The callbacks below run the register core only when this thread holds the
 # GIL (they check, or take it); Cython cannot see that check, so the locked
 # halves are called through pointers of these types.
-ctypedef uint64_t (*locked_read_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size) noexcept nogil
-ctypedef void (*locked_write_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
-                                uint64_t value) noexcept nogil
+# (they return -1 with the exception set)
+ctypedef int (*locked_read_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                              uint64_t* value) noexcept nogil
+ctypedef int (*locked_write_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                               uint64_t value) noexcept nogil
+ctypedef void (*failed_t)(void* uc, Ctx* ctx) noexcept nogil
 
 __all__ = ["DeviceWindow", "RamWindow", "map_null", "emu_start", "check_engine"]
 
@@ -68,6 +81,18 @@ _engines = {}
 
 #: Device accesses between two moments without the GIL (see the module doc).
 cdef int _YIELD_EVERY = 4096
+
+# The thread running emu_start below, which holds the GIL whenever unicorn
+# runs (cheaper to compare than PyGILState_Check, which reads thread-local
+# storage): its callbacks need not check further.
+cdef bint _held = False
+cdef pthread_t _held_by
+
+
+cdef inline bint _gil_held() noexcept nogil:
+    if _held and pthread_equal(_held_by, pthread_self()):
+        return True
+    return PyGILState_Check()
 
 
 
@@ -101,57 +126,78 @@ cdef inline void _yield_gil(Ctx* ctx) noexcept:
 # ---------------------------------------------------------------------------
 # A device window: the compiled register core
 # ---------------------------------------------------------------------------
-cdef uint64_t _device_read_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size) noexcept:
+cdef int _device_read_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                             uint64_t* value) except -1:
+    cdef MmioCore core = <MmioCore>ctx.core
+    cdef int sz = size
+    if offset >= ctx.region or sz > ctx.region - offset:
+        value[0] = 0  # unassigned memory past the region
+        return 0
+    _yield_gil(ctx)
+    if core._posted is not None:
+        core._apply_posted()
+    if sz <= 4 and not (offset & (sz - 1)):
+        value[0] = core._read(offset, sz)
+    else:
+        value[0] = core._read_split(offset, sz)
+    return 0
+
+
+cdef int _device_write_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
+                              uint64_t value) except -1:
     cdef MmioCore core = <MmioCore>ctx.core
     cdef int sz = size
     if offset >= ctx.region or sz > ctx.region - offset:
         return 0  # unassigned memory past the region
-    try:
-        _yield_gil(ctx)
-        if core._posted is not None:
-            core._apply_posted()
-        if sz <= 4 and not (offset & (sz - 1)):
-            return core._read(offset, sz)
-        return core._read_split(offset, sz)
-    except BaseException as exc:
-        (<_Window>ctx.window)._fail(uc, exc)
-        return 0
+    _yield_gil(ctx)
+    if core._posted is not None:
+        core._apply_posted()
+    if sz <= 4 and not (offset & (sz - 1)):
+        core._write(offset, <unsigned int>value, sz)
+    else:
+        core._write_split(offset, value, sz)
+    return 0
 
 
-cdef void _device_write_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
-                               uint64_t value) noexcept:
-    cdef MmioCore core = <MmioCore>ctx.core
-    cdef int sz = size
-    if offset >= ctx.region or sz > ctx.region - offset:
-        return  # unassigned memory past the region
-    try:
-        _yield_gil(ctx)
-        if core._posted is not None:
-            core._apply_posted()
-        if sz <= 4 and not (offset & (sz - 1)):
-            core._write(offset, <unsigned int>value, sz)
-        else:
-            core._write_split(offset, value, sz)
-    except BaseException as exc:
-        (<_Window>ctx.window)._fail(uc, exc)
+cdef void _failed(void* uc, Ctx* ctx) noexcept:
+    """Keep the exception the core raised (pending; the GIL is held) and stop the emulation."""
+    cdef PyObject* kind = NULL
+    cdef PyObject* value = NULL
+    cdef PyObject* tb = NULL
+    PyErr_Fetch(&kind, &value, &tb)
+    PyErr_NormalizeException(&kind, &value, &tb)
+    exc = <object>value if value != NULL else RuntimeError("a device callback failed")
+    if value != NULL and tb != NULL:
+        PyException_SetTraceback(exc, <object>tb)
+    Py_XDECREF(kind)
+    Py_XDECREF(value)
+    Py_XDECREF(tb)
+    (<_Window>ctx.window)._fail(uc, exc)
 
 
 cdef uint64_t _device_read(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil:
     cdef Ctx* ctx = <Ctx*>user_data
-    if PyGILState_Check():
-        return (<locked_read_t>_device_read_locked)(uc, ctx, offset, size)
+    cdef uint64_t value = 0
+    if _gil_held():
+        if (<locked_read_t>_device_read_locked)(uc, ctx, offset, size, &value) < 0:
+            (<failed_t>_failed)(uc, ctx)
+        return value
     with gil:
-        return _device_read_locked(uc, ctx, offset, size)
+        if _device_read_locked(uc, ctx, offset, size, &value) < 0:
+            _failed(uc, ctx)
+    return value
 
 
 cdef void _device_write(void* uc, uint64_t offset, unsigned size, uint64_t value,
                         void* user_data) noexcept nogil:
     cdef Ctx* ctx = <Ctx*>user_data
-    if PyGILState_Check():
-        (<locked_write_t>_device_write_locked)(uc, ctx, offset, size, value)
-    else:
-        with gil:
-            _device_write_locked(uc, ctx, offset, size, value)
+    if _gil_held():
+        if (<locked_write_t>_device_write_locked)(uc, ctx, offset, size, value) < 0:
+            (<failed_t>_failed)(uc, ctx)
+        return
+    with gil:
+        if _device_write_locked(uc, ctx, offset, size, value) < 0:
+            _failed(uc, ctx)
 
 
 cdef class DeviceWindow(_Window):
@@ -237,7 +283,16 @@ def map_null(size_t uch, uint64_t address, uint64_t size, size_t mmio_map):
 def emu_start(size_t uch, uint64_t begin, uint64_t until, uint64_t timeout, size_t count,
               size_t start_fn):
     """``uc_emu_start`` called with the GIL held (see the module doc); the error code."""
-    return (<uc_emu_start_t>start_fn)(<void*>uch, begin, until, timeout, count)
+    global _held, _held_by
+    cdef bint was_held = _held
+    cdef pthread_t was_held_by = _held_by
+    _held = True
+    _held_by = pthread_self()
+    try:
+        return (<uc_emu_start_t>start_fn)(<void*>uch, begin, until, timeout, count)
+    finally:
+        _held = was_held
+        _held_by = was_held_by
 
 
 def check_engine(size_t uch):
