@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 import unicorn
+from unicorn import x86_const
 
 import tpmdev
+import tpmdev.hw
 from tests.guest_x86 import crb_program, tis_program
 from tpmdev.adapters import unicorn as adapter
 from tpmdev.drivers import commands as C
@@ -61,6 +63,29 @@ def _responses(uc: Any, expected: list[bytes]) -> list[bytes]:
         bytes(uc.mem_read(DATA + 0x1000, len(expected[0]))),
         bytes(uc.mem_read(DATA + 0x2000, len(expected[1]))),
     ]
+
+
+def test_python_callbacks_over_the_compiled_core(compiled_core_class: type) -> None:
+    """native=False: the Python path with the compiled models gives the same responses."""
+    expected = _expected(seed=5)
+    with tpmdev.TIS(tpmdev.backends.Builtin(seed=5)) as dev:
+        code, end = tis_program(CODE, dev.base_address, COMMANDS)
+        uc = _machine(code)
+        assert not adapter.attach(uc, dev, native=False).native
+        adapter.emu_start(uc, CODE, end)
+        assert _responses(uc, expected) == expected
+
+
+def test_native_refused_for_a_pure_core() -> None:
+    core = tpmdev.hw.pure("tis").TisCore
+
+    class PureTIS(tpmdev.TIS):
+        _Core = core
+
+    with PureTIS(tpmdev.backends.Builtin()) as dev:
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        with pytest.raises(tpmdev.ConfigurationError, match="native unicorn callbacks need"):
+            adapter.attach(uc, dev, native=True)
 
 
 @pytest.mark.parametrize("use_helper", [True, False], ids=["emu_start", "uc.emu_start"])
@@ -173,3 +198,24 @@ def test_attach_refuses_bad_arguments(tis_class: type[tpmdev.TIS], crb_class: ty
     with pytest.raises(tpmdev.ConfigurationError, match="address=0x"):
         adapter.attach(uc, crb, base=0x10000000)
     crb.close()
+
+
+@pytest.mark.parametrize("use_helper", [True, False], ids=["emu_start", "uc.emu_start"])
+def test_an_exception_in_the_core_stops_the_guest_and_is_raised(
+    impl: str, tis_class: type[tpmdev.TIS], use_helper: bool
+) -> None:
+    """A host callable that breaks its contract (an established-flag source that raises) reaches the host."""
+    with tis_class(tpmdev.backends.Builtin()) as dev:
+        code, end = tis_program(CODE, dev.base_address, COMMANDS)
+        uc = _machine(code)
+        found = adapter.attach(uc, dev)
+
+        def broken() -> bool:
+            raise ZeroDivisionError("established flag")
+
+        dev.core.set_established_source(broken)
+        with pytest.raises(ZeroDivisionError, match="established flag"):
+            _run(uc, end, use_helper)
+            found.check()  # (uc.emu_start cannot see what a callback kept)
+        rip = uc.reg_read(x86_const.UC_X86_REG_RIP)
+        assert CODE < rip < CODE + 0x40  # stopped in the first loop, polling ACCESS

@@ -118,13 +118,22 @@ class Attachment:
     #: ``(address, size, how)`` of every mapping: how is "mmio", "ram" (mem_map_ptr) or "ram-mmio"
     mappings: list[tuple[int, int, str]] = field(default_factory=list)
     _keep: list[Any] = field(default_factory=list, repr=False)
+    _error: Optional[BaseException] = field(default=None, repr=False)
 
     def check(self) -> None:
-        """Raise an exception a native callback met (after ``uc.emu_start``)."""
+        """Raise (once) the exception a callback met; :func:`emu_start` calls it."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
         for kept in self._keep:
             check = getattr(kept, "check", None)
             if check is not None:
                 check()
+
+    def _fail(self, uc: Any, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        uc.emu_stop()
 
 
 def _round_up(n: int) -> int:
@@ -163,10 +172,14 @@ def _page_backed(memory: np.ndarray) -> Optional[int]:
     return int(start)
 
 
-def attach(uc: Any, dev: Any, base: Optional[int] = None) -> Attachment:
+def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bool] = None) -> Attachment:
     """Map *dev* into the unicorn engine *uc* at *base* (default: its
     platform address: ``dev.base_address`` for a TIS, ``dev.address`` for a
     CRB) and its PPI page, if it has one, at 0xFED45000. See the module doc.
+
+    *native*: None takes the native callbacks where they can be used (the
+    compiled register models and the native module are loaded), False
+    always Python callbacks, True the native ones or ConfigurationError.
     """
     if not hasattr(dev, "core") or not hasattr(dev, "region_size") or not hasattr(dev, "execute"):
         raise ConfigurationError(f"expected a memory-mapped tpmdev device (TIS, TISSysbus, CRB), got {dev!r}")
@@ -175,7 +188,14 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None) -> Attachment:
     base = _platform_base(dev, base)
     region = int(dev.region_size)
     size = _round_up(region)
-    native = native_available(dev)
+    available = native_available(dev)
+    if native is None:
+        native = available
+    elif native and not available:
+        raise ConfigurationError(
+            "native unicorn callbacks need the compiled register models and tpmdev's native unicorn "
+            "module (build in place with a C compiler and Cython); use native=None to fall back"
+        )
     lib = _uclib()
     handle = _handle(uc)
     found = Attachment(dev, base, size, native)
@@ -188,15 +208,24 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None) -> Attachment:
     else:
         core_read, core_write = dev.core.read, dev.core.write
 
+        # (an exception is kept and the emulation stopped, as the native path does: unicorn's
+        # binding cannot return a value from a read callback that raised)
         def read(uc: Any, offset: int, size: int, user_data: object) -> int:
             if offset >= region or size > region - offset:
                 return 0
-            value: int = core_read(offset, size)
+            try:
+                value: int = core_read(offset, size)
+            except BaseException as exc:
+                found._fail(uc, exc)
+                return 0
             return value
 
         def write(uc: Any, offset: int, size: int, value: int, user_data: object) -> None:
             if offset < region and size <= region - offset:
-                core_write(offset, value, size)
+                try:
+                    core_write(offset, value, size)
+                except BaseException as exc:
+                    found._fail(uc, exc)
 
         uc.mmio_map(base, size, read, None, write, None)
         found._keep += [read, write]
@@ -269,12 +298,13 @@ def emu_start(uc: Any, begin: int, until: int, timeout: int = 0, count: int = 0)
 
     if _unicorn_native is None:
         uc.emu_start(begin, until, timeout, count)
-        return
-    uc._hook_exception = None  # as Uc.emu_start: Python callbacks park their exception there
-    start = _address(_uclib().uc_emu_start)
-    err = _unicorn_native.emu_start(_handle(uc), begin, until, timeout, count, start)
-    if err:
-        raise UcError(err)
-    if uc._hook_exception is not None:
-        raise uc._hook_exception
-    _unicorn_native.check_engine(_handle(uc))
+    else:
+        uc._hook_exception = None  # as Uc.emu_start: Python hooks park their exception there
+        start = _address(_uclib().uc_emu_start)
+        err = _unicorn_native.emu_start(_handle(uc), begin, until, timeout, count, start)
+        if err:
+            raise UcError(err)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
+    for attachment in getattr(uc, _KEPT, ()):
+        attachment.check()

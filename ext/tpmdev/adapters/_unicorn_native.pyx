@@ -30,8 +30,6 @@ adapter's ``check()``) raises it afterwards.
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
-import weakref
-
 from cpython.exc cimport PyErr_Fetch, PyErr_NormalizeException
 from cpython.ref cimport PyObject, Py_XDECREF
 
@@ -74,10 +72,7 @@ ctypedef int (*locked_write_t)(void* uc, Ctx* ctx, uint64_t offset, unsigned siz
                                uint64_t value) noexcept nogil
 ctypedef void (*failed_t)(void* uc, Ctx* ctx) noexcept nogil
 
-__all__ = ["DeviceWindow", "RamWindow", "map_null", "emu_start", "check_engine"]
-
-#: engine handle -> the device windows mapped into it (their errors are raised after a run)
-_engines = {}
+__all__ = ["DeviceWindow", "RamWindow", "map_null", "emu_start"]
 
 #: Device accesses between two moments without the GIL (see the module doc).
 cdef int _YIELD_EVERY = 4096
@@ -100,7 +95,6 @@ cdef class _Window:
     cdef Ctx ctx
     cdef public object error
     cdef object _keep
-    cdef object __weakref__
 
     def check(self):
         """Raise the exception a callback met (once), if any."""
@@ -182,8 +176,8 @@ cdef uint64_t _device_read(void* uc, uint64_t offset, unsigned size, void* user_
         if (<locked_read_t>_device_read_locked)(uc, ctx, offset, size, &value) < 0:
             (<failed_t>_failed)(uc, ctx)
         return value
-    with gil:
-        if _device_read_locked(uc, ctx, offset, size, &value) < 0:
+    with gil:  # (through the pointer too: Cython would swallow the error of a direct call here)
+        if (<locked_read_t>_device_read_locked)(uc, ctx, offset, size, &value) < 0:
             _failed(uc, ctx)
     return value
 
@@ -196,7 +190,7 @@ cdef void _device_write(void* uc, uint64_t offset, unsigned size, uint64_t value
             (<failed_t>_failed)(uc, ctx)
         return
     with gil:
-        if _device_write_locked(uc, ctx, offset, size, value) < 0:
+        if (<locked_write_t>_device_write_locked)(uc, ctx, offset, size, value) < 0:
             _failed(uc, ctx)
 
 
@@ -218,7 +212,6 @@ cdef class DeviceWindow(_Window):
                                         _device_write, &self.ctx)
         if err:
             raise _uc_error(err)
-        _engines.setdefault(uch, weakref.WeakSet()).add(self)
 
 
 # ---------------------------------------------------------------------------
@@ -293,12 +286,6 @@ def emu_start(size_t uch, uint64_t begin, uint64_t until, uint64_t timeout, size
     finally:
         _held = was_held
         _held_by = was_held_by
-
-
-def check_engine(size_t uch):
-    """Raise the first exception a device window of engine *uch* met, if any."""
-    for window in list(_engines.get(uch, ())):
-        window.check()
 
 
 cdef object _uc_error(int err):
