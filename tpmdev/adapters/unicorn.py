@@ -215,7 +215,7 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bo
                 return 0
             try:
                 value: int = core_read(offset, size)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 (nothing may escape into unicorn)
                 found._fail(uc, exc)
                 return 0
             return value
@@ -224,7 +224,7 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bo
             if offset < region and size <= region - offset:
                 try:
                     core_write(offset, value, size)
-                except BaseException as exc:
+                except BaseException as exc:  # noqa: BLE001 (nothing may escape into unicorn)
                     found._fail(uc, exc)
 
         uc.mmio_map(base, size, read, None, write, None)
