@@ -23,6 +23,7 @@ import tpmdev
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
+from tpmdev import _cli_bench
 from tpmdev.drivers.crb import CrbDriver
 from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
 from tpmdev.drivers.tis import TisDriver
@@ -258,7 +259,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default="tis",
         help="the device the guest sees: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()),
     )
+    _cli_bench.register(sub)
     args = parser.parse_args(argv)
+    if getattr(args, "func", None) is not None:  # a subcommand registered from its own module
+        return int(args.func(args))
     if args.command != "demo":
         parser.print_help()
         return 2

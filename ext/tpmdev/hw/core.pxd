@@ -47,6 +47,9 @@ cdef class MmioCore:
                          const unsigned int[:] offsets, const unsigned long long[:] values,
                          unsigned long long[:] out) except *
     cdef str _bad_row(self, object row, object kind, object size, object offset, object value)
+    cdef object _last_int  # the int read() returned last, and its value
+    cdef unsigned long long _last_value
+    cdef object _int(self, unsigned long long value)
 
 
 cdef class RecordingCore(MmioCore):
