@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-__all__ = ["Asm", "tis_program", "crb_program", "sts_poll_program"]
+__all__ = ["Asm", "tis_program", "crb_program", "sts_poll_program", "unaligned_fifo_program"]
 
 
 class Asm:
@@ -51,6 +51,15 @@ class Asm:
 
     def load32(self, disp: int) -> None:  # mov eax, [rbx+disp]
         self._emit(b"\x8b\x83", struct.pack("<i", disp))
+
+    def load16(self, disp: int) -> None:  # movzx eax, word [rbx+disp]
+        self._emit(b"\x0f\xb7\x83", struct.pack("<i", disp))
+
+    def ax_to_rdi(self) -> None:  # mov [rdi], ax
+        self._emit(b"\x66\x89\x07")
+
+    def add_rdi(self, n: int) -> None:  # add rdi, imm8
+        self._emit(b"\x48\x83\xc7", bytes([n]))
 
     def dl_from_rsi(self) -> None:  # mov dl, [rsi]
         self._emit(b"\x8a\x16")
@@ -235,6 +244,43 @@ def sts_poll_program(origin: int, base: int, count: int) -> tuple[bytes, int]:
     a.load32(0x18)
     a.dec("ecx")
     a.jnz("poll")
+    a.label("end")
+    a.hlt()
+    return a.assemble(), a.address("end")
+
+
+def unaligned_fifo_program(
+    origin: int, base: int, command: bytes, response: int, reads: int
+) -> tuple[bytes, int]:
+    """Send *command* through DATA_FIFO (aligned byte writes), then read the
+    response with *reads* unaligned 2-byte loads at DATA_FIFO + 1 (0x25) into
+    RAM at *response*: QEMU's memory core cuts each into two 1-byte FIFO
+    reads, unicorn into two 2-byte loads at 0x24 and 0x26."""
+    a = Asm(origin)
+    a.mov_r64_imm("rbx", base)
+    a.store8(0x00, 0x02)
+    a.label("active")
+    a.load8(0x00)
+    a.test_eax(0x20)
+    a.jz("active")
+    a.store32(0x18, 0x40)
+    a.label("ready")
+    a.load32(0x18)
+    a.test_eax(0x40)
+    a.jz("ready")
+    for byte in command:
+        a.store8(0x24, byte)
+    a.store32(0x18, 0x20)
+    a.label("avail")
+    a.load32(0x18)
+    a.and_eax(0x90)
+    a.cmp_eax(0x90)
+    a.jnz("avail")
+    a.mov_r64_imm("rdi", response)
+    for _ in range(reads):
+        a.load16(0x25)
+        a.ax_to_rdi()
+        a.add_rdi(2)
     a.label("end")
     a.hlt()
     return a.assemble(), a.address("end")

@@ -19,7 +19,7 @@ from unicorn import x86_const
 
 import tpmdev
 import tpmdev.hw
-from tests.guest_x86 import crb_program, tis_program
+from tests.guest_x86 import crb_program, tis_program, unaligned_fifo_program
 from tpmdev.adapters import unicorn as adapter
 from tpmdev.drivers import commands as C
 
@@ -219,3 +219,26 @@ def test_an_exception_in_the_core_stops_the_guest_and_is_raised(
             found.check()  # (uc.emu_start cannot see what a callback kept)
         rip = uc.reg_read(x86_const.UC_X86_REG_RIP)
         assert CODE < rip < CODE + 0x40  # stopped in the first loop, polling ACCESS
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_exact_unaligned_reads_consume_what_qemu_does(
+    impl: str, tis_class: type[tpmdev.TIS], native: bool
+) -> None:
+    """Unaligned 2-byte FIFO reads: each takes two response bytes, as QEMU's memory core cuts it
+    (1 at 0x25, 1 at 0x26), not the four unicorn's own cut would take (2 at 0x24, 2 at 0x26)."""
+    if native and impl == "py":
+        native = False  # (the pure models have no native path)
+    expected = _expected(seed=3)[0]  # the Startup response, 10 bytes
+    results = {}
+    for exact in (True, False):
+        with tis_class(tpmdev.backends.Builtin(seed=3)) as dev:
+            code, end = unaligned_fifo_program(CODE, dev.base_address, STARTUP, DATA + 0x1000, 5)
+            uc = _machine(code)
+            adapter.attach(uc, dev, native=native if impl == "c" else None, exact_unaligned=exact)
+            adapter.emu_start(uc, CODE, end)
+            results[exact] = bytes(uc.mem_read(DATA + 0x1000, 10))
+            if exact:
+                assert dev.core.rw_offset == 10  # every byte read once
+    assert results[True] == expected
+    assert results[False] != expected  # unicorn's own cut reads past bytes: what the option is for

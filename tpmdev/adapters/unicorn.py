@@ -30,10 +30,15 @@ make) the device sees what it sees under QEMU. A guest access that is not
 naturally aligned is cut by unicorn's TCG before any callback runs: a read
 into two aligned reads of its own size around it (a 4-byte read at 0x25
 becomes 4 bytes at 0x24 and 4 at 0x28), a write into single bytes. The
-callbacks cannot tell those pieces from aligned accesses; an unaligned read
-of a FIFO port therefore consumes more bytes than QEMU would. Drive FIFOs
-with aligned accesses (as every driver does), or use ``dev.read`` /
-``dev.execute``, which split exactly as QEMU's memory core.
+callbacks cannot tell those pieces from aligned accesses, so an unaligned
+read of a FIFO port would consume more bytes than QEMU's. With
+``exact_unaligned=True`` the adapter also hooks the region's memory
+accesses (unicorn calls a memory hook once per guest access, before it cuts
+it): an unaligned access then runs whole, cut the way QEMU's memory core
+cuts it, and unicorn's pieces only carry its bytes back (reads) or are
+dropped (writes). It is off by default because unicorn takes its slow path
+for every guest memory access, RAM included, while a memory hook exists;
+drivers make aligned accesses only.
 
 Running. Start the guest with :func:`emu_start` (same arguments as
 ``Uc.emu_start``): it calls ``uc_emu_start`` without releasing the GIL, so
@@ -67,6 +72,8 @@ __all__ = ["attach", "emu_start", "map_null", "Attachment", "PAGE_SIZE", "PPI_AD
 PAGE_SIZE = 0x1000
 #: Where QEMU's PC machine puts the PPI page; from tpmdev.firmware.ppi at merge.
 PPI_ADDRESS = 0xFED45000
+#: unicorn's UC_MEM_WRITE (a memory hook's access kind).
+_UC_MEM_WRITE = 17
 #: The engine attribute holding its attachments.
 _KEPT = "_tpmdev_attachments"
 
@@ -136,6 +143,20 @@ class Attachment:
         uc.emu_stop()
 
 
+def _pieces(offset: int, size: int) -> list[tuple[int, int]]:
+    """``(offset, size)`` of the naturally aligned pieces of at most 4 bytes QEMU's memory core
+    cuts an access into, lowest first (as :class:`tpmdev.hw.core.MmioCore` does)."""
+    pieces = []
+    done = 0
+    while done < size:
+        piece = 4 if size - done >= 4 else (2 if size - done >= 2 else 1)
+        while (offset + done) & (piece - 1):
+            piece >>= 1
+        pieces.append((offset + done, piece))
+        done += piece
+    return pieces
+
+
 def _round_up(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
@@ -172,7 +193,14 @@ def _page_backed(memory: np.ndarray) -> Optional[int]:
     return int(start)
 
 
-def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bool] = None) -> Attachment:
+def attach(
+    uc: Any,
+    dev: Any,
+    base: Optional[int] = None,
+    *,
+    native: Optional[bool] = None,
+    exact_unaligned: bool = False,
+) -> Attachment:
     """Map *dev* into the unicorn engine *uc* at *base* (default: its
     platform address: ``dev.base_address`` for a TIS, ``dev.address`` for a
     CRB) and its PPI page, if it has one, at 0xFED45000. See the module doc.
@@ -180,6 +208,12 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bo
     *native*: None takes the native callbacks where they can be used (the
     compiled register models and the native module are loaded), False
     always Python callbacks, True the native ones or ConfigurationError.
+
+    *exact_unaligned*: also see every guest access whole, before unicorn
+    cuts it (memory hooks over the region), so that an unaligned one reaches
+    the device exactly as QEMU's memory core cuts it (see the module doc).
+    Costs every guest memory access: unicorn takes its slow path for all of
+    them while any memory hook exists.
     """
     if not hasattr(dev, "core") or not hasattr(dev, "region_size") or not hasattr(dev, "execute"):
         raise ConfigurationError(f"expected a memory-mapped tpmdev device (TIS, TISSysbus, CRB), got {dev!r}")
@@ -201,18 +235,34 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bo
     found = Attachment(dev, base, size, native)
     if native:
         assert _unicorn_native is not None
+        hook_add = _address(lib.uc_hook_add) if exact_unaligned else 0
         window = _unicorn_native.DeviceWindow(
-            dev.core, handle, base, size, _address(lib.uc_mmio_map), _address(lib.uc_emu_stop)
+            dev.core, handle, base, size, _address(lib.uc_mmio_map), _address(lib.uc_emu_stop), hook_add
         )
         found._keep.append(window)
     else:
         core_read, core_write = dev.core.read, dev.core.write
+        # an unaligned access run whole (exact_unaligned): kind (0, 1 read, 2 write), its start,
+        # its bytes, where unicorn's last piece of it ends
+        pending: list[Any] = [0, 0, b"", 0]
+
+        def piece(offset: int, size: int) -> int:
+            """A piece unicorn cut from an unaligned read: the whole access's bytes."""
+            _, start, data, last = pending
+            value = 0
+            for at in range(offset + size - 1, offset - 1, -1):
+                value = (value << 8) | (data[at - start] if start <= at < start + len(data) else 0)
+            if offset + size >= last:
+                pending[0] = 0
+            return value
 
         # (an exception is kept and the emulation stopped, as the native path does: unicorn's
         # binding cannot return a value from a read callback that raised)
         def read(uc: Any, offset: int, size: int, user_data: object) -> int:
             if offset >= region or size > region - offset:
                 return 0
+            if pending[0] == 1:
+                return piece(offset, size)
             try:
                 value: int = core_read(offset, size)
             except BaseException as exc:  # noqa: BLE001 (nothing may escape into unicorn)
@@ -221,14 +271,38 @@ def attach(uc: Any, dev: Any, base: Optional[int] = None, *, native: Optional[bo
             return value
 
         def write(uc: Any, offset: int, size: int, value: int, user_data: object) -> None:
+            if pending[0] == 2:
+                if offset + size >= pending[3]:
+                    pending[0] = 0
+                return
             if offset < region and size <= region - offset:
                 try:
                     core_write(offset, value, size)
                 except BaseException as exc:  # noqa: BLE001 (nothing may escape into unicorn)
                     found._fail(uc, exc)
 
+        def whole(uc: Any, access: int, address: int, size: int, value: int, user_data: object) -> None:
+            offset = address - base
+            if not (0 <= offset < region and size <= region - offset) or not offset & (size - 1):
+                return  # outside, or aligned: unicorn hands it over as QEMU's memory core would
+            try:  # QEMU's cut: naturally aligned pieces of at most 4 bytes, lowest first
+                if access == _UC_MEM_WRITE:
+                    value &= (1 << (8 * size)) - 1
+                    for at, n in _pieces(offset, size):
+                        core_write(at, (value >> (8 * (at - offset))) & ((1 << (8 * n)) - 1), n)
+                    pending[:] = [2, offset, b"", offset + size]
+                else:
+                    data = b"".join(core_read(at, n).to_bytes(n, "little") for at, n in _pieces(offset, size))
+                    pending[:] = [1, offset, data, (offset & ~(size - 1)) + 2 * size]
+            except BaseException as exc:  # noqa: BLE001 (nothing may escape into unicorn)
+                found._fail(uc, exc)
+
         uc.mmio_map(base, size, read, None, write, None)
         found._keep += [read, write]
+        if exact_unaligned:
+            from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+
+            uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, whole, None, base, base + size - 1)
     found.mappings.append((base, size, "mmio"))
     memory = getattr(getattr(dev, "ppi", None), "memory", None)
     if memory is not None:

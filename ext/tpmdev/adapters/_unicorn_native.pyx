@@ -27,7 +27,7 @@ emulation is stopped (``uc_emu_stop``), and :func:`emu_start` (or the
 adapter's ``check()``) raises it afterwards.
 """
 
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from cpython.exc cimport PyErr_Fetch, PyErr_NormalizeException
@@ -53,6 +53,10 @@ ctypedef int (*uc_mmio_map_t)(void* uc, uint64_t address, uint64_t size, read_cb
 ctypedef int (*uc_emu_start_t)(void* uc, uint64_t begin, uint64_t until, uint64_t timeout,
                                size_t count) noexcept nogil
 ctypedef int (*uc_emu_stop_t)(void* uc) noexcept nogil
+ctypedef void (*hookmem_t)(void* uc, int type, uint64_t address, int size, int64_t value,
+                           void* user_data) noexcept nogil
+ctypedef int (*uc_hook_add_t)(void* uc, size_t* hh, int type, void* callback, void* user_data,
+                              uint64_t begin, uint64_t end, ...) noexcept nogil
 
 cdef struct Ctx:
     void* core          # the MmioCore (a reference owned by the window object)
@@ -61,6 +65,13 @@ cdef struct Ctx:
     unsigned char* ram  # a RAM window: the bytes (owned by an array the window keeps)
     uc_emu_stop_t stop
     int countdown
+    # exact splitting of unaligned accesses (see DeviceWindow.exact_unaligned)
+    uint64_t base
+    int pending             # 0 none, 1 a read served from `bytes`, 2 a write already done
+    uint64_t pending_start  # the guest access, offsets in the region
+    uint64_t pending_end
+    uint64_t pending_last   # where unicorn's last piece of it ends
+    unsigned char bytes[8]
 
 # The callbacks below run the register core only when this thread holds the
 # GIL (they check, or take it); Cython cannot see that check, so the locked
@@ -127,6 +138,9 @@ cdef int _device_read_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size,
     if offset >= ctx.region or sz > ctx.region - offset:
         value[0] = 0  # unassigned memory past the region
         return 0
+    if ctx.pending == 1:
+        value[0] = _pending_piece(ctx, offset, sz)
+        return 0
     _yield_gil(ctx)
     if core._posted is not None:
         core._apply_posted()
@@ -143,6 +157,10 @@ cdef int _device_write_locked(void* uc, Ctx* ctx, uint64_t offset, unsigned size
     cdef int sz = size
     if offset >= ctx.region or sz > ctx.region - offset:
         return 0  # unassigned memory past the region
+    if ctx.pending == 2:
+        if offset + sz >= ctx.pending_last:
+            ctx.pending = 0  # the last byte of the access it split: done
+        return 0
     _yield_gil(ctx)
     if core._posted is not None:
         core._apply_posted()
@@ -194,12 +212,76 @@ cdef void _device_write(void* uc, uint64_t offset, unsigned size, uint64_t value
             _failed(uc, ctx)
 
 
+cdef uint64_t _pending_piece(Ctx* ctx, uint64_t offset, int size) noexcept nogil:
+    """A piece unicorn cut from an unaligned read, served from the whole access's bytes."""
+    cdef uint64_t value = 0
+    cdef int i
+    cdef uint64_t at
+    for i in range(size - 1, -1, -1):
+        at = offset + i
+        value <<= 8
+        if ctx.pending_start <= at < ctx.pending_end:
+            value |= ctx.bytes[at - ctx.pending_start]
+    if offset + size >= ctx.pending_last:
+        ctx.pending = 0  # unicorn's last piece of it: done
+    return value
+
+
+cdef int _exact_locked(Ctx* ctx, int write, uint64_t offset, int size, uint64_t value) except -1:
+    """An unaligned guest access, seen whole before unicorn cuts it: run it as QEMU's memory
+    core would (naturally aligned pieces, lowest first) and let the pieces that follow only
+    deliver its bytes (reads) or be dropped (writes)."""
+    cdef MmioCore core = <MmioCore>ctx.core
+    cdef int i
+    _yield_gil(ctx)
+    if core._posted is not None:
+        core._apply_posted()
+    ctx.pending_start = offset
+    ctx.pending_end = offset + size
+    # unicorn stores an unaligned write byte by byte, and loads an unaligned read as two
+    # aligned loads of its size around it
+    ctx.pending_last = offset + size if write else (offset & ~(<uint64_t>size - 1)) + 2 * size
+    if write:
+        core._write_split(offset, value, size)
+        ctx.pending = 2
+    else:
+        value = core._read_split(offset, size)
+        for i in range(size):
+            ctx.bytes[i] = (value >> (8 * i)) & 0xFF
+        ctx.pending = 1
+    return 0
+
+
+ctypedef int (*exact_locked_t)(Ctx* ctx, int write, uint64_t offset, int size, uint64_t value) noexcept nogil
+
+
+cdef void _exact_hook(void* uc, int type, uint64_t address, int size, int64_t value,
+                      void* user_data) noexcept nogil:
+    cdef Ctx* ctx = <Ctx*>user_data
+    cdef uint64_t offset = address - ctx.base
+    cdef int write = type == 17  # UC_MEM_WRITE (16 is UC_MEM_READ)
+    if address < ctx.base or offset >= ctx.region or size > 8 or size > ctx.region - offset:
+        return
+    if not (offset & (size - 1)):
+        return  # aligned: unicorn hands it over as QEMU's memory core would
+    if _gil_held():
+        if (<exact_locked_t>_exact_locked)(ctx, write, offset, size, <uint64_t>value) < 0:
+            (<failed_t>_failed)(uc, ctx)
+        return
+    with gil:
+        if (<exact_locked_t>_exact_locked)(ctx, write, offset, size, <uint64_t>value) < 0:
+            _failed(uc, ctx)
+
+
 cdef class DeviceWindow(_Window):
     """The register core of a device mapped at one address (``uc_mmio_map``)."""
 
     def __init__(self, MmioCore core, size_t uch, uint64_t address, uint64_t size,
-                 size_t mmio_map, size_t emu_stop):
+                 size_t mmio_map, size_t emu_stop, size_t hook_add=0):
+        """*hook_add* (``uc_hook_add``), if given, adds the memory hooks that split
+        unaligned accesses exactly (see the adapter's ``exact_unaligned``)."""
         cdef int err
+        cdef size_t handle = 0
         self.error = None
         self._keep = core
         self.ctx.core = <void*>core
@@ -208,10 +290,18 @@ cdef class DeviceWindow(_Window):
         self.ctx.ram = NULL
         self.ctx.stop = <uc_emu_stop_t>emu_stop
         self.ctx.countdown = _YIELD_EVERY
+        self.ctx.base = address
+        self.ctx.pending = 0
         err = (<uc_mmio_map_t>mmio_map)(<void*>uch, address, size, _device_read, &self.ctx,
                                         _device_write, &self.ctx)
         if err:
             raise _uc_error(err)
+        if hook_add:
+            # UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE over the region
+            err = (<uc_hook_add_t>hook_add)(<void*>uch, &handle, 1024 | 2048, <void*>_exact_hook,
+                                            &self.ctx, address, address + size - 1)
+            if err:
+                raise _uc_error(err)
 
 
 # ---------------------------------------------------------------------------
