@@ -10,6 +10,7 @@ adapter maps native callbacks, with the pure ones Python callbacks.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,3 +243,23 @@ def test_exact_unaligned_reads_consume_what_qemu_does(
                 assert dev.core.rw_offset == 10  # every byte read once
     assert results[True] == expected
     assert results[False] != expected  # unicorn's own cut reads past bytes: what the option is for
+
+
+@pytest.mark.swtpm
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_tis_guest_on_swtpm(
+    impl: str, tis_class: type[tpmdev.TIS], tmp_path: Path, asynchronous: bool
+) -> None:
+    """A real swtpm behind the device; asynchronous: the worker runs while the guest polls
+    (the native path gives up the GIL now and then for it)."""
+    from tpmdev.backends.emulator import Emulator
+
+    with tis_class(Emulator.spawn(tmp_path / "state", tpm_version=2), asynchronous=asynchronous) as dev:
+        code, end = tis_program(CODE, dev.base_address, COMMANDS)
+        uc = _machine(code)
+        adapter.attach(uc, dev)
+        adapter.emu_start(uc, CODE, end)
+        startup = bytes(uc.mem_read(DATA + 0x1000, 10))
+        random = bytes(uc.mem_read(DATA + 0x2000, 28))
+        assert startup == bytes.fromhex("80010000000a00000000")
+        assert random[:10] == bytes.fromhex("80010000001c00000000") and random[10:12] == b"\x00\x10"
