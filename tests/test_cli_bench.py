@@ -26,7 +26,7 @@ def test_quick_run_prints_progress_and_one_table() -> None:
     result = _bench("--quick")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    assert any("PASSED" in line and "test_execute_mix[c]" in line for line in lines)  # progress
+    assert any("PASSED" in line and "test_execute_mix[py]" in line for line in lines)  # progress
     header = next(i for i, line in enumerate(lines) if line.startswith("operation"))
     assert lines[header].split() == ["operation", "variant", "time/op", "floor/op", "ratio"]
     rows = lines[header + 2 :]

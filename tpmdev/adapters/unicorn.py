@@ -61,10 +61,14 @@ import numpy as np
 import tpmdev
 from tpmdev.errors import ConfigurationError, StateError
 
-try:  # the native callbacks exist where the compiled register models were built with them
-    from tpmdev.adapters import _unicorn_native  # type: ignore[attr-defined]
-except ImportError:  # a pure install, or a build without them
-    _unicorn_native = None
+# The native callbacks exist where the compiled register models were built with them; they
+# use the compiled core, so they are loaded only with it (never beside the pure models).
+_unicorn_native: Any = None
+if tpmdev.USE_EXTENSIONS:
+    try:
+        from tpmdev.adapters import _unicorn_native  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # a build without them: Python callbacks
+        pass
 
 __all__ = ["attach", "emu_start", "map_null", "Attachment", "PAGE_SIZE", "PPI_ADDRESS", "native_available"]
 
