@@ -61,6 +61,15 @@ accesses to one register in one call (string I/O, a driver's byte loop into
 a FIFO), with the posted completion applied before each, exactly as the
 single calls would.
 
+*Batches.* :meth:`MmioCore.execute` takes a numpy array of
+:data:`~tpmdev.hw.ops.OP_DTYPE` rows (kind, size, offset, value) and runs
+them in one call, in a typed loop over the rows that calls the same C paths
+as :meth:`MmioCore.read` / :meth:`MmioCore.write` (no Python per row in the
+compiled core). Every row is checked before the first runs; a bad one is
+refused with its row number. After that each row is exactly the single
+access: the posted completion applied first, the owner's requests made at
+the row that triggers them (a command runs mid-batch in synchronous mode).
+
 Invariants: ``0 < region``; the sizes mask holds only 1, 2, 4 and 8;
 ``_read`` returns at most ``8 * size`` bits.
 """
