@@ -26,6 +26,13 @@ from typing import Any
 
 HOT_MODULES = ["core", "tis", "crb"]
 
+#: Optional native glue written as ``.pyx`` (see ext/README.md): module -> source. Built after the
+#: hot modules it cimports; a failure to build one never fails the build (the package falls back to
+#: Python callbacks), unless TPMDEV_REQUIRE_EXTENSIONS is set.
+NATIVE_MODULES = {
+    "tpmdev.adapters._unicorn_native": os.path.join("ext", "tpmdev", "adapters", "_unicorn_native.pyx"),
+}
+
 COMPILER_DIRECTIVES = {
     "language_level": 3,
     "boundscheck": False,
@@ -56,13 +63,16 @@ def build_settings(debug: bool) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     return directives, []
 
 
-def build_inputs(name: str, directives: dict[str, Any], macros: list[tuple[str, str]], cython: str) -> str:
-    """Digest of everything the ``.c`` of hot module *name* is generated from."""
+def build_inputs(
+    name: str, directives: dict[str, Any], macros: list[tuple[str, str]], cython: str, source: str = ""
+) -> str:
+    """Digest of everything the ``.c`` of hot module *name* (or of the
+    ``.pyx`` *source*) is generated from."""
     digest = hashlib.sha256()
     settings = {"cython": cython, "directives": directives, "macros": macros, "include_path": INCLUDE_PATH}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     pxds = sorted(glob.glob(os.path.join(INCLUDE_PATH[0], "**", "*.pxd"), recursive=True))
-    for path in [os.path.join("tpmdev", "hw", f"{name}.py"), *pxds]:
+    for path in [source or os.path.join("tpmdev", "hw", f"{name}.py"), *pxds]:
         with open(path, "rb") as f:
             digest.update(f"\0{path}\0".encode() + f.read())
     return digest.hexdigest()
@@ -113,6 +123,25 @@ def hot_extensions() -> list[Any]:
             [module], include_path=INCLUDE_PATH, compiler_directives=directives, quiet=True, force=stale
         )
         if needs_cythonize(c_file, inputs):  # freshly generated: record what from
+            with open(c_file, "ab") as f:
+                f.write(stamp_line(inputs))
+    for module_name, source in NATIVE_MODULES.items():
+        if not os.path.exists(source):  # (a partial tree: the build tests copy the hot modules only)
+            continue
+        c_file = source[: -len(".pyx")] + ".c"
+        inputs = build_inputs(module_name, directives, macros, cython_version, source)
+        stale = needs_cythonize(c_file, inputs)
+        module = Extension(module_name, [source], define_macros=macros)
+        try:
+            extensions += cythonize(
+                [module], include_path=INCLUDE_PATH, compiler_directives=directives, quiet=True, force=stale
+            )
+        except Exception as exc:  # optional: the package works without it
+            if _flag("TPMDEV_REQUIRE_EXTENSIONS"):
+                raise
+            print(f"tpmdev: could not cythonize {module_name} ({exc}); skipping it", file=sys.stderr)
+            continue
+        if needs_cythonize(c_file, inputs):
             with open(c_file, "ab") as f:
                 f.write(stamp_line(inputs))
     return extensions

@@ -670,7 +670,8 @@ class MmioDevice(Device):
     The core's entry points are bound on the device, so the hot path has no
     Python frame: ``dev.read(offset, size=4)``, ``dev.write(offset, value,
     size=4)``, ``dev.read_many(offset, count, size=1)``, ``dev.write_many(offset,
-    data, size=1)`` and ``dev.mmio`` (the register image, a numpy uint8 array
+    data, size=1)``, ``dev.execute(ops)`` (a batch, see :mod:`tpmdev.hw.ops`)
+    and ``dev.mmio`` (the register image, a numpy uint8 array
     of :attr:`region_size` bytes). Offsets are relative to the region's base.
     """
 
@@ -681,6 +682,7 @@ class MmioDevice(Device):
     write: Callable[..., None]
     read_many: Callable[..., bytes]
     write_many: Callable[..., None]
+    execute: Callable[..., Any]
     mmio: Any
 
     def _bind_core(self) -> None:
@@ -689,4 +691,5 @@ class MmioDevice(Device):
         self.write = core.write
         self.read_many = core.read_many
         self.write_many = core.write_many
+        self.execute = core.execute
         self.mmio = core.mmio

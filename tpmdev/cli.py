@@ -24,6 +24,7 @@ from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
 from tpmdev._cli_acpi import register as register_acpi
+from tpmdev._cli_bench import register as register_bench
 from tpmdev._cli_eventlog import register as register_eventlog
 from tpmdev._cli_fuzz import register as register_fuzz
 from tpmdev._cli_serve import register as register_serve
@@ -272,6 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     register_trace(sub)
     register_state(sub)
     register_fuzz(sub)
+    register_bench(sub)
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is not None:  # subcommands in their own modules (tpmdev/_cli_*.py)

@@ -64,6 +64,7 @@ __all__ = [
     "cdivision",
     "initializedcheck",
     "annotation_typing",
+    "binding",
     # functions
     "cast",
     "declare",
@@ -134,7 +135,7 @@ class _Directive:
         return None
 
 
-boundscheck = wraparound = cdivision = initializedcheck = annotation_typing = _Directive
+boundscheck = wraparound = cdivision = initializedcheck = annotation_typing = binding = _Directive
 
 
 def cast(type: Any, value: Any, typecheck: builtins.bool = False) -> Any:

@@ -61,6 +61,15 @@ accesses to one register in one call (string I/O, a driver's byte loop into
 a FIFO), with the posted completion applied before each, exactly as the
 single calls would.
 
+*Batches.* :meth:`MmioCore.execute` takes a numpy array of
+:data:`~tpmdev.hw.ops.OP_DTYPE` rows (kind, size, offset, value) and runs
+them in one call, in a typed loop over the rows that calls the same C paths
+as :meth:`MmioCore.read` / :meth:`MmioCore.write` (no Python per row in the
+compiled core). Every row is checked before the first runs; a bad one is
+refused with its row number. After that each row is exactly the single
+access: the posted completion applied first, the owner's requests made at
+the row that triggers them (a command runs mid-batch in synchronous mode).
+
 Invariants: ``0 < region``; the sizes mask holds only 1, 2, 4 and 8;
 ``_read`` returns at most ``8 * size`` bits.
 """
@@ -76,7 +85,10 @@ try:
 except ImportError:  # Cython builds the package; the pure variant runs without it
     from tpmdev.hw import _cython_shim as cython
 
+import numpy as np
+
 from tpmdev.errors import AccessError, ConfigurationError
+from tpmdev.hw.ops import OP_DTYPE, OP_READ, OP_WRITE
 
 __all__ = [
     "MmioCore",
@@ -170,10 +182,15 @@ class MmioCore:
         self._posted = None
         self._established = _UNKNOWN
         self._size = 0
+        self._last_int = None  # (see _int)
+        self._last_value = 0
 
     # ------------------------------------------------------------------
     # The door
     # ------------------------------------------------------------------
+    # (binding=False: the bound method is a plain C method object, the
+    # cheapest call CPython has; see benchmarks/test_calls.py)
+    @cython.binding(False)  # type: ignore[untyped-decorator]
     def read(self, offset: object, size: object = 4) -> int:
         """Read *size* bytes at *offset* (relative to the region's start)."""
         off: cython.Py_ssize_t = self._check("read", offset, size)
@@ -181,9 +198,10 @@ class MmioCore:
         if self._posted is not None:
             self._apply_posted()
         if sz <= _MAX_PIECE and not (off & (sz - 1)):
-            return self._read(off, sz)
-        return self._read_split(off, sz)
+            return self._int(self._read(off, sz))
+        return self._int(self._read_split(off, sz))
 
+    @cython.binding(False)  # type: ignore[untyped-decorator]
     def write(self, offset: object, value: object, size: object = 4) -> None:
         """Write the *size*-byte *value* at *offset* (little-endian on the bus)."""
         off: cython.Py_ssize_t = self._check("write", offset, size)
@@ -483,6 +501,131 @@ class MmioCore:
         """Copy *src* (bytes) over the live view *dst* of the same length
         (compiled: one memory copy)."""
         dst[:] = src
+
+    # Batch execution
+    # ------------------------------------------------------------------
+    def execute(self, ops: object, out: object = None) -> np.ndarray:
+        """Run a batch of register accesses (a 1-D array of
+        :data:`~tpmdev.hw.ops.OP_DTYPE`) in order, exactly as that many
+        :meth:`read` / :meth:`write` calls would, in one call; return the
+        values read (each write's value echoed) as a uint64 array: *out*
+        if given (a writable uint64 array of the batch's length, reused by
+        a host that runs many batches), else a new one.
+
+        Every row is checked first (kind, size, the whole access inside the
+        region, a written value that fits its size): a bad row raises
+        :class:`~tpmdev.errors.AccessError` naming it, and nothing runs.
+        Requests (a command at tpmGo or START) reach the owner mid-batch, as
+        they would between single calls, and a posted completion is applied
+        before each row.
+        """
+        kinds, sizes, offsets, values = _batch_columns(self._name, ops)
+        bad: cython.Py_ssize_t = self._check_batch(kinds, sizes, offsets, values)
+        if bad >= 0:
+            raise AccessError(self._bad_row(bad, kinds[bad], sizes[bad], offsets[bad], values[bad]))
+        result = _batch_result(self._name, len(kinds), out)
+        self._run_batch(kinds, sizes, offsets, values, result.data)
+        return result
+
+    def _check_batch(
+        self, kinds: object, sizes: object, offsets: object, values: object
+    ) -> cython.Py_ssize_t:
+        """The first row that is not a valid access, or -1."""
+        i: cython.Py_ssize_t
+        kind: cython.int
+        sz: cython.int
+        off: cython.Py_ssize_t
+        value: cython.ulonglong
+        for i in range(kinds.shape[0]):  # type: ignore[attr-defined]
+            kind = kinds[i]  # type: ignore[index]
+            sz = sizes[i]  # type: ignore[index]
+            off = offsets[i]  # type: ignore[index]
+            if (
+                (kind != OP_READ and kind != OP_WRITE)
+                or sz <= 0
+                or sz > 8
+                or not ((self._sizes >> sz) & 1)
+                or off >= self._region
+                or sz > self._region - off
+            ):
+                return i
+            if kind == OP_WRITE and sz < 8:
+                value = values[i]  # type: ignore[index]
+                if value >> (8 * sz):
+                    return i
+        return -1
+
+    def _run_batch(self, kinds: object, sizes: object, offsets: object, values: object, out: object) -> None:
+        """Run checked rows; each as :meth:`read` / :meth:`write` runs one."""
+        i: cython.Py_ssize_t
+        sz: cython.int
+        off: cython.Py_ssize_t
+        value: cython.ulonglong
+        for i in range(kinds.shape[0]):  # type: ignore[attr-defined]
+            sz = sizes[i]  # type: ignore[index]
+            off = offsets[i]  # type: ignore[index]
+            if self._posted is not None:
+                self._apply_posted()
+            if kinds[i] == OP_READ:  # type: ignore[index]
+                if sz <= _MAX_PIECE and not (off & (sz - 1)):
+                    value = self._read(off, sz)
+                else:
+                    value = self._read_split(off, sz)
+            else:
+                value = values[i]  # type: ignore[index]
+                if sz <= _MAX_PIECE and not (off & (sz - 1)):
+                    self._write(off, value, sz)
+                else:
+                    self._write_split(off, value, sz)
+            out[i] = value  # type: ignore[index]
+
+    def _int(self, value: cython.ulonglong) -> int:
+        """*value* as a Python int, the last one reused when it repeats: a
+        guest polling a register reads one value over and over, and the int
+        object :meth:`read` returns is most of a call's cost after the call
+        itself (ints are immutable: nothing can tell)."""
+        if self._last_int is None or value != self._last_value:
+            self._last_int = value
+            self._last_value = value
+        return self._last_int  # type: ignore[return-value]
+
+    def _bad_row(self, row: object, kind: object, size: object, offset: object, value: object) -> str:
+        sizes = ", ".join(str(s) for s in self._size_list)
+        return (
+            f"{self._name} execute: row {row} (kind={kind}, size={size}, offset=0x{offset:X}, "
+            f"value=0x{value:X}) is not a valid access: kind must be OP_READ (0) or OP_WRITE (1), size "
+            f"one of {sizes}, the access within 0x0..0x{self._region - 1:X}, and a written value must "
+            "fit in size bytes; nothing in the batch was run"
+        )
+
+
+def _batch_columns(name: str, ops: object) -> tuple[memoryview, memoryview, memoryview, memoryview]:
+    """The kind, size, offset and value columns of a batch (views, no copies), or AccessError."""
+    if not isinstance(ops, np.ndarray) or ops.ndim != 1 or ops.dtype != OP_DTYPE:
+        got = f"{ops.dtype} of shape {ops.shape}" if isinstance(ops, np.ndarray) else type(ops).__name__
+        raise AccessError(
+            f"{name} execute: ops must be a 1-D numpy array of dtype tpmdev.OP_DTYPE "
+            f"(build one with numpy.zeros(n, tpmdev.OP_DTYPE) or tpmdev.make_ops), got {got}"
+        )
+    return ops["kind"].data, ops["size"].data, ops["offset"].data, ops["value"].data
+
+
+def _batch_result(name: str, n: int, out: object) -> np.ndarray:
+    """*out* checked as the result array of an *n*-row batch, or a new one."""
+    if out is None:
+        return np.zeros(n, dtype=np.uint64)
+    if (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.uint64
+        or out.shape != (n,)
+        or not out.flags.writeable
+    ):
+        got = f"{out.dtype} of shape {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise AccessError(
+            f"{name} execute: out must be a writable 1-D numpy uint64 array of the batch's length {n}, "
+            f"or None, got {got}"
+        )
+    return out
 
 
 @cython.cclass

@@ -7,6 +7,7 @@
 cdef int _MAX_PIECE, _UNKNOWN
 cdef unsigned int _U32
 cdef Py_ssize_t _MAX_COUNT
+cdef int OP_READ, OP_WRITE
 
 cdef object _index(object x)
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
@@ -43,6 +44,17 @@ cdef class MmioCore:
     cdef object _capture_base(self)
     cdef void _restore_base(self, object posted) except *
     cdef void _copy_into(self, unsigned char[::1] dst, const unsigned char[::1] src) except *
+
+    # batch execution
+    cdef Py_ssize_t _check_batch(self, const unsigned char[:] kinds, const unsigned char[:] sizes,
+                                 const unsigned int[:] offsets, const unsigned long long[:] values) except -2
+    cdef void _run_batch(self, const unsigned char[:] kinds, const unsigned char[:] sizes,
+                         const unsigned int[:] offsets, const unsigned long long[:] values,
+                         unsigned long long[:] out) except *
+    cdef str _bad_row(self, object row, object kind, object size, object offset, object value)
+    cdef object _last_int  # the int read() returned last, and its value
+    cdef unsigned long long _last_value
+    cdef object _int(self, unsigned long long value)
 
 
 cdef class RecordingCore(MmioCore):
