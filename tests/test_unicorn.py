@@ -170,8 +170,22 @@ def test_ppi_page_is_ram_on_the_devices_array(impl: str, tis_class: type[tpmdev.
         assert bytes(uc.mem_read(adapter.PPI_ADDRESS + 0x100, 1)) == b"\x42"
 
 
-def test_ppi_absent_maps_nothing_more(impl: str, tis_class: type[tpmdev.TIS]) -> None:
+def test_the_devices_own_ppi_page(impl: str, tis_class: type[tpmdev.TIS]) -> None:
+    """A TIS with ppi=True (QEMU's default): its 0x400-byte page, shared with the guest."""
     with tis_class(tpmdev.backends.Builtin()) as dev:
+        assert dev.ppi is not None
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        found = adapter.attach(uc, dev)
+        assert found.mappings[1] == (0xFED45000, 0x1000, "ram-mmio")
+        uc.mem_write(0xFED45000 + 0x109, (23).to_bytes(4, "little"))  # pprq, as the ACPI _DSM stores it
+        assert int(dev.ppi.fields["pprq"]) == 23
+        dev.ppi.fields["pprp"] = 0xFFFFFFF1
+        assert bytes(uc.mem_read(0xFED45000 + 0x105, 4)) == b"\xf1\xff\xff\xff"
+        assert bytes(uc.mem_read(0xFED45000 + 0x400, 4)) == bytes(4)  # past the 0x400 bytes: unassigned
+
+
+def test_ppi_absent_maps_nothing_more(impl: str, tis_class: type[tpmdev.TIS]) -> None:
+    with tis_class(tpmdev.backends.Builtin(), ppi=False) as dev:
         uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         found = adapter.attach(uc, dev)
         assert [m[2] for m in found.mappings] == ["mmio"]

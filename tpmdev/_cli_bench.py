@@ -149,7 +149,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         ]  # fmt: skip
         if args.keyword:
             command += ["-k", args.keyword]
-        env = dict(os.environ)
+        # A pytest of its own: nothing from a pytest this may run under (its
+        # options, such as a JUnit report path, or an xdist worker's identity).
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTEST_XDIST"))}
         if args.quick:
             env["TPMDEV_BENCH_QUICK"] = "1"
         out.write(f"tpmdev bench: {'quick run of ' if args.quick else ''}{suite}\n")

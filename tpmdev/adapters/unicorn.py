@@ -60,6 +60,7 @@ import numpy as np
 
 import tpmdev
 from tpmdev.errors import ConfigurationError, StateError
+from tpmdev.firmware.ppi import PPI_ADDRESS as _PPI_ADDRESS
 
 # The native callbacks exist where the compiled register models were built with them; they
 # use the compiled core, so they are loaded only with it (never beside the pure models).
@@ -74,8 +75,8 @@ __all__ = ["attach", "emu_start", "map_null", "Attachment", "PAGE_SIZE", "PPI_AD
 
 #: Unicorn maps whole pages (x86).
 PAGE_SIZE = 0x1000
-#: Where QEMU's PC machine puts the PPI page; from tpmdev.firmware.ppi at merge.
-PPI_ADDRESS = 0xFED45000
+#: Where QEMU's PC machine puts the PPI page (a device's own ``ppi_address`` wins).
+PPI_ADDRESS = _PPI_ADDRESS
 #: unicorn's UC_MEM_WRITE (a memory hook's access kind).
 _UC_MEM_WRITE = 17
 #: The engine attribute holding its attachments.
