@@ -10,6 +10,7 @@ adapter maps native callbacks, with the pure ones Python callbacks.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -277,3 +278,15 @@ def test_tis_guest_on_swtpm(
         random = bytes(uc.mem_read(DATA + 0x2000, 28))
         assert startup == bytes.fromhex("80010000000a00000000")
         assert random[:10] == bytes.fromhex("80010000001c00000000") and random[10:12] == b"\x00\x10"
+
+
+def test_a_failed_attach_leaves_no_dangling_callback(impl: str, tis_class: type[tpmdev.TIS]) -> None:
+    """The PPI page's address already taken: attach fails after the device region is mapped;
+    the callbacks unicorn keeps for that region still reach a live device."""
+    with tis_class(tpmdev.backends.Builtin()) as dev:
+        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        uc.mem_map(0xFED45000, 0x1000)
+        with pytest.raises(unicorn.UcError):
+            adapter.attach(uc, dev)
+        gc.collect()
+        assert bytes(uc.mem_read(dev.base_address + 0x018, 4)) == dev.read(0x018).to_bytes(4, "little")

@@ -43,8 +43,9 @@ drivers make aligned accesses only.
 Running. Start the guest with :func:`emu_start` (same arguments as
 ``Uc.emu_start``): it calls ``uc_emu_start`` without releasing the GIL, so
 a native callback need not take it back per access, and it raises what a
-callback met. ``uc.emu_start`` works too; each device access then takes
-the GIL (slower, same results).
+callback met. ``uc.emu_start`` works too (each device access then takes
+the GIL, which is slower), but an exception a callback met only stops the
+guest: call the attachment's :meth:`Attachment.check` afterwards to raise it.
 
 Unassigned space: bytes of the mapped pages past the device's region (the
 rest of a page) read 0 and drop writes, as QEMU's unassigned memory.
@@ -309,16 +310,18 @@ def attach(
 
             uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, whole, None, base, base + size - 1)
     found.mappings.append((base, size, "mmio"))
-    memory = getattr(getattr(dev, "ppi", None), "memory", None)
-    if memory is not None:
-        address = getattr(dev, "ppi_address", None) or PPI_ADDRESS
-        _map_ram(uc, lib, handle, found, memory, address, native)
-    # unicorn points into what the attachment keeps: it lives as long as the engine
+    # unicorn points into what the attachment keeps: it lives as long as the
+    # engine, from the moment the region is mapped (a failure below leaves
+    # the device mapped, never a callback into freed memory)
     kept = getattr(uc, _KEPT, None)
     if kept is None:
         kept = []
         setattr(uc, _KEPT, kept)
     kept.append(found)
+    memory = getattr(getattr(dev, "ppi", None), "memory", None)
+    if memory is not None:
+        address = getattr(dev, "ppi_address", None) or PPI_ADDRESS
+        _map_ram(uc, lib, handle, found, memory, address, native)
     return found
 
 
@@ -375,15 +378,19 @@ def emu_start(uc: Any, begin: int, until: int, timeout: int = 0, count: int = 0)
     the Python binding's)."""
     from unicorn.unicorn_py3.unicorn import UcError
 
-    if _unicorn_native is None:
-        uc.emu_start(begin, until, timeout, count)
-    else:
-        uc._hook_exception = None  # as Uc.emu_start: Python hooks park their exception there
-        start = _address(_uclib().uc_emu_start)
-        err = _unicorn_native.emu_start(_handle(uc), begin, until, timeout, count, start)
-        if err:
-            raise UcError(err)
-        if uc._hook_exception is not None:
-            raise uc._hook_exception
-    for attachment in getattr(uc, _KEPT, ()):
-        attachment.check()
+    try:
+        if _unicorn_native is None:
+            uc.emu_start(begin, until, timeout, count)
+        else:
+            uc._hook_exception = None  # as Uc.emu_start: Python hooks park their exception there
+            start = _address(_uclib().uc_emu_start)
+            err = _unicorn_native.emu_start(_handle(uc), begin, until, timeout, count, start)
+            if err:
+                raise UcError(err)
+            if uc._hook_exception is not None:
+                raise uc._hook_exception
+    finally:
+        # what a device callback met comes first (it is why the guest stopped);
+        # it is never left behind for a later run
+        for attachment in getattr(uc, _KEPT, ()):
+            attachment.check()

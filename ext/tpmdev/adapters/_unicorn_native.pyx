@@ -37,13 +37,15 @@ from tpmdev.hw.core cimport MmioCore
 
 cdef extern from "Python.h":
     int PyGILState_Check() nogil
-
-cdef extern from "<pthread.h>" nogil:
-    ctypedef struct pthread_t:
-        pass
-    pthread_t pthread_self()
-    int pthread_equal(pthread_t a, pthread_t b)
     int PyException_SetTraceback(object ex, object tb)
+
+# Whether this thread is inside emu_start below, which holds the GIL whenever
+# unicorn runs (one per thread: two threads may each run an engine).
+cdef extern from *:
+    """
+    static __thread int tpmdev_uc_gil_held = 0;
+    """
+    int tpmdev_uc_gil_held
 
 ctypedef uint64_t (*read_cb_t)(void* uc, uint64_t offset, unsigned size, void* user_data) noexcept nogil
 ctypedef void (*write_cb_t)(void* uc, uint64_t offset, unsigned size, uint64_t value,
@@ -88,15 +90,13 @@ __all__ = ["DeviceWindow", "RamWindow", "map_null", "emu_start"]
 #: Device accesses between two moments without the GIL (see the module doc).
 cdef int _YIELD_EVERY = 4096
 
-# The thread running emu_start below, which holds the GIL whenever unicorn
-# runs (cheaper to compare than PyGILState_Check, which reads thread-local
-# storage): its callbacks need not check further.
-cdef bint _held = False
-cdef pthread_t _held_by
+#: Windows unicorn still points into although their attachment failed half way.
+_stranded: list = []
 
 
 cdef inline bint _gil_held() noexcept nogil:
-    if _held and pthread_equal(_held_by, pthread_self()):
+    # (emu_start's flag first: the callbacks it runs need not ask Python)
+    if tpmdev_uc_gil_held:
         return True
     return PyGILState_Check()
 
@@ -301,6 +301,9 @@ cdef class DeviceWindow(_Window):
             err = (<uc_hook_add_t>hook_add)(<void*>uch, &handle, 1024 | 2048, <void*>_exact_hook,
                                             &self.ctx, address, address + size - 1)
             if err:
+                # the region is mapped with callbacks that point into this
+                # window: it must outlive the engine, whatever the caller does
+                _stranded.append(self)
                 raise _uc_error(err)
 
 
@@ -366,16 +369,13 @@ def map_null(size_t uch, uint64_t address, uint64_t size, size_t mmio_map):
 def emu_start(size_t uch, uint64_t begin, uint64_t until, uint64_t timeout, size_t count,
               size_t start_fn):
     """``uc_emu_start`` called with the GIL held (see the module doc); the error code."""
-    global _held, _held_by
-    cdef bint was_held = _held
-    cdef pthread_t was_held_by = _held_by
-    _held = True
-    _held_by = pthread_self()
+    global tpmdev_uc_gil_held
+    cdef int was_held = tpmdev_uc_gil_held
+    tpmdev_uc_gil_held = 1
     try:
         return (<uc_emu_start_t>start_fn)(<void*>uch, begin, until, timeout, count)
     finally:
-        _held = was_held
-        _held_by = was_held_by
+        tpmdev_uc_gil_held = was_held
 
 
 cdef object _uc_error(int err):
