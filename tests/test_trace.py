@@ -163,7 +163,7 @@ def test_recorder_writes_its_file(tmp_path: Path, crb_class: type[tpmdev.CRB]) -
     with crb_class(Builtin(), localities=5) as dev, trace.record(dev, path, backend="builtin") as recorder:
         dev.write(0x1008, 1)
     loaded = trace.load(path)
-    assert loaded == recorder.trace and loaded.options == {"localities": 5}
+    assert loaded == recorder.trace and loaded.options == {"localities": 5, "address": 0xFED40000}
     assert trace.replay(loaded) == []  # rebuilt with five localities: offset 0x1008 exists
 
 
@@ -211,6 +211,15 @@ def test_replay_reports_an_error_as_a_divergence() -> None:
         ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\n@option x=y\n", "neither an int nor"),
         ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\n@seed q\n", "@seed 'q' is not an int"),
         ("#!tpmdev-trace 1\n@frontend crb\n@tpm-version 2\ni2c_recv = 1\n", "event 0: 'i2c_recv' is not"),
+        ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\n= 0x1\n", "line 4: an event starts with"),
+        (
+            "#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\nr 0x24 9 = 0\n",
+            "line 4: an access size is 1 to 8",
+        ),
+        ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\nr 0x24 1 = 0x100\n", "0x100 does not fit in 1"),
+        ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\nw 0x0 0x1ff 1\n", "0x1ff does not fit in 1"),
+        ("#!tpmdev-trace 1\n@frontend tis-i2c\n@tpm-version 2\ni2c_send 0x100 = 1\n", "is not a byte"),
+        ("#!tpmdev-trace 1\n@frontend tis\n@tpm-version 2\n@option foo=1\n", "has no option 'foo'"),
     ],
 )
 def test_bad_traces(text: str, message: str) -> None:
@@ -339,3 +348,33 @@ def test_cli_bad_trace_file(tmp_path: Path) -> None:
 def test_cli_help(command: tuple[str, ...]) -> None:
     result = tpmdev_cli(*command, "--help")
     assert result.returncode == 0 and "usage: tpmdev " + " ".join(command) in result.stdout
+
+
+def test_batches_are_recorded_as_their_accesses(tis_class: type[tpmdev.TIS]) -> None:
+    ops = tpmdev.make_ops(
+        [(tpmdev.OP_WRITE, 0x000, 1, 0x02), (tpmdev.OP_READ, 0x000, 1, 0), (tpmdev.OP_READ, 0x018, 4, 0)]
+    )
+    with tis_class(Builtin(seed=1)) as dev, trace.record(dev) as recorder:
+        result = dev.execute(ops)
+    assert recorder.events == [
+        trace.Event("w", (0, 2, 1)),
+        trace.Event("r", (0, 1), int(result[1])),
+        trace.Event("r", (0x18, 4), int(result[2])),
+    ]
+    with tis_class(Builtin(seed=1)) as dev:
+        assert trace.replay(recorder.trace, dev) == []
+
+
+def test_asynchronous_devices_are_refused(tis_class: type[tpmdev.TIS]) -> None:
+    with (
+        tis_class(Builtin(), asynchronous=True) as dev,
+        pytest.raises(tpmdev.ConfigurationError, match="asynchronous"),
+    ):
+        trace.record(dev)
+
+
+def test_a_crb_elsewhere_replays_at_its_address(crb_class: type[tpmdev.CRB]) -> None:
+    with crb_class(Builtin(), address=0x10000000) as dev, trace.record(dev) as recorder:
+        dev.read(0x5C)  # CTRL_CMD_LADDR: the buffer's address
+    assert recorder.trace.options["address"] == 0x10000000
+    assert trace.replay(trace.loads(recorder.trace.dumps())) == []

@@ -21,6 +21,7 @@ import tpmdev
 from tpmdev import trace as _trace
 from tpmdev._progress import Progress
 from tpmdev.drivers import commands as C
+from tpmdev.drivers import for_device
 
 __all__ = ["register"]
 
@@ -113,18 +114,6 @@ def _open_backend(spec: str, version: int) -> Any:  # as `tpmdev demo` opens the
     return tpmdev.backends.open(spec)
 
 
-def _driver_for(frontend: str, dev: Any) -> Any:
-    from tpmdev.drivers import CrbDriver, TisDriver, TisI2CDriver
-
-    if frontend == "crb":
-        return CrbDriver(dev)
-    if frontend == "tis-i2c":
-        driver = TisI2CDriver(dev)
-        driver.probe()
-        return driver
-    return TisDriver(dev)
-
-
 def _commands(args: argparse.Namespace, version: int) -> list[bytes]:
     if args.command:
         out = []
@@ -149,7 +138,6 @@ def _record(args: argparse.Namespace) -> int:
     if args.frontend == "tis-i2c" and version == 1:
         return _error("the TIS over I2C is a TPM 2.0 interface (as QEMU's tpm-tis-i2c); use --tpm 2.0")
     commands = _commands(args, version)
-    cls = {"tis": tpmdev.TIS, "tis-sysbus": tpmdev.TISSysbus, "crb": tpmdev.CRB, "tis-i2c": tpmdev.TISI2C}
     if args.seed is not None and (args.backend != "builtin" or args.seed < 0):
         return _error(
             "--seed is the builtin backend's (an int >= 0); other backends draw their own random bytes"
@@ -162,22 +150,25 @@ def _record(args: argparse.Namespace) -> int:
     except tpmdev.TpmDevError as exc:
         return _error(str(exc), 1)
     # The output is opened first: a path that cannot be written is a usage
-    # error, found before any command runs (the backend is closed then).
+    # error, found before any command runs.
     try:
-        with open(args.output, "w", encoding="ascii") as out:
-            try:
-                with (
-                    cls[args.frontend](backend) as dev,
-                    _trace.record(dev, out, backend=args.backend, seed=args.seed) as recorder,
-                ):
-                    driver = _driver_for(args.frontend, dev)
-                    for command in commands:
-                        driver.transmit(command)
-            except tpmdev.TpmDevError as exc:
-                return _error(f"{exc} (the bus operations up to here are in {args.output})", 1)
+        out = open(args.output, "w", encoding="ascii")  # noqa: SIM115 (closed below, on every path)
     except OSError as exc:
         backend.close()
         return _error(f"cannot write {args.output}: {exc.strerror or exc}")
+    with out:
+        try:
+            dev = _trace.frontend_class(args.frontend)(backend)
+        except BaseException:
+            backend.close()  # (a device that failed to build has not taken it over)
+            raise
+        try:
+            with dev, _trace.record(dev, out, backend=args.backend, seed=args.seed) as recorder:
+                driver = for_device(dev)
+                for command in commands:
+                    driver.transmit(command)
+        except tpmdev.TpmDevError as exc:
+            return _error(f"{exc} (the bus operations up to here are in {args.output})", 1)
     print(f"recorded {len(recorder.events)} bus operations ({len(commands)} commands) to {args.output}")
     return 0
 
@@ -223,7 +214,11 @@ def _run(
     trace: _trace.Trace, backend: Any, *, stop_at_first: bool, progress: Progress
 ) -> list[_trace.Divergence]:
     # Replays in slices so the progress line moves; the device is one.
-    dev = _trace.build_device(trace, backend)
+    try:
+        dev = _trace.build_device(trace, backend)
+    except BaseException:
+        backend.close()
+        raise
     found: list[_trace.Divergence] = []
     try:
         step = 4096

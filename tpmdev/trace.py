@@ -51,6 +51,7 @@ from typing import Any, Callable, Optional, TextIO, Union
 
 from tpmdev.errors import ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import regs
+from tpmdev.hw.ops import OP_READ
 from tpmdev.tpm_codes import command_name, response_name
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "open_recorded_backend",
     "describe",
     "frontend_kind",
+    "frontend_class",
 ]
 
 TRACE_FORMAT_VERSION = 1
@@ -221,6 +223,14 @@ def _frontend_classes() -> dict[str, type]:
     return {"tis": tpmdev.TIS, "tis-sysbus": tpmdev.TISSysbus, "crb": tpmdev.CRB, "tis-i2c": tpmdev.TISI2C}
 
 
+def frontend_class(kind: str) -> type:
+    """The device class a trace calls *kind* (``tis``, ``tis-sysbus``, ``crb``, ``tis-i2c``)."""
+    classes = _frontend_classes()
+    if kind not in classes:
+        raise ConfigurationError(f"no traceable frontend {kind!r}: one of {', '.join(classes)}")
+    return classes[kind]
+
+
 def frontend_kind(dev: object) -> str:
     """The trace name of *dev*'s frontend (``tis``, ``tis-sysbus``, ``crb``,
     ``tis-i2c``); ConfigurationError for a device that cannot be traced."""
@@ -234,14 +244,14 @@ def frontend_kind(dev: object) -> str:
     )
 
 
+#: The constructor options a trace records per frontend: what changes what
+#: the guest reads (the rest, such as ``ppi``, is outside the registers).
+_OPTIONS = {"tis": ("irq_num",), "tis-sysbus": ("irq_num",), "crb": ("localities", "address"), "tis-i2c": ()}
+
+
 def _options_of(dev: Any, kind: str) -> dict[str, Any]:
     """The constructor options a replay needs to build the same device."""
-    options: dict[str, Any] = {}
-    if kind == "crb":
-        options["localities"] = int(dev.localities)
-    if kind in ("tis", "tis-sysbus"):
-        options["irq_num"] = int(dev.irq_num)
-    return options
+    return {name: int(getattr(dev, name)) for name in _OPTIONS[kind]}
 
 
 # --- recording ----------------------------------------------------------------------
@@ -267,6 +277,11 @@ class Recorder:
         kind = frontend_kind(dev)
         if getattr(dev, "closed", False):
             raise StateError("cannot record a closed device")
+        if getattr(dev, "asynchronous", False):
+            raise ConfigurationError(
+                "cannot record an asynchronous device: what its polls read depends on when the worker "
+                "finishes, so no replay could match; record a synchronous one"
+            )
         if not isinstance(backend, str):
             raise ConfigurationError(f"backend must be a str describing the backend, got {backend!r}")
         self.device = dev
@@ -285,6 +300,9 @@ class Recorder:
             else:
                 self._saved[name] = None  # a class attribute: restored by deleting ours
             setattr(dev, name, self._wrap(op, original))
+        if kind != "tis-i2c" and hasattr(dev, "execute"):
+            self._saved["execute"] = vars(dev).get("execute")
+            dev.execute = self._wrap_execute(dev.execute)
         self._closed = False
 
     @property
@@ -323,6 +341,25 @@ class Recorder:
         call.__name__ = _METHODS.get(op, op)
         call.__doc__ = original.__doc__
         return call
+
+    def _wrap_execute(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """A batch (:meth:`execute`) is recorded as the single accesses it is."""
+        events = self.events
+
+        def execute(ops: Any, out: Any = None) -> Any:
+            result = original(ops, out)
+            if self._depth:
+                return result
+            for row, value in zip(ops.tolist(), result.tolist()):
+                kind, size, offset, written = row
+                if kind == OP_READ:
+                    events.append(Event("r", (offset, size), value))
+                else:
+                    events.append(Event("w", (offset, written, size)))
+            return result
+
+        execute.__doc__ = original.__doc__
+        return execute
 
     def close(self) -> Trace:
         """Stop recording, restore the device's own methods, write the trace
@@ -413,6 +450,10 @@ def loads(text: str) -> Trace:
         tpm_version = 0
     if tpm_version not in (1, 2):
         raise TraceError("the trace must say '@tpm-version 1' or '@tpm-version 2'")
+    unknown = sorted(set(options) - set(_OPTIONS[frontend]))
+    if unknown:
+        known = ", ".join(_OPTIONS[frontend]) or "none"
+        raise TraceError(f"the {frontend} frontend has no option {unknown[0]!r} (its options: {known})")
     allowed = (_I2C_OPS if frontend == "tis-i2c" else _MMIO_OPS) + _COMMON_OPS
     for index, event in enumerate(events):
         if event.op not in allowed:
@@ -440,6 +481,8 @@ def load(source: Union[str, os.PathLike[str], TextIO]) -> Trace:
 def _parse_event(text: str, where: str) -> Event:
     left, eq, right = text.partition("=")
     words = left.split()
+    if not words:
+        raise TraceError(f"{where}: an event starts with its operation")
     op = words[0]
     schema = _SCHEMA.get(op)
     if schema is None:
@@ -456,6 +499,15 @@ def _parse_event(text: str, where: str) -> Event:
         if len(value) != 1:
             raise TraceError(f"{where}: one result after '='")
         result = _parse_value(result_kind, value[0], where)
+    if op in ("r", "w", "R", "W"):
+        size = args[1] if op == "r" else args[2]
+        if not isinstance(size, int) or not 1 <= size <= 8:
+            raise TraceError(f"{where}: an access size is 1 to 8 bytes, not {size!r}")
+        moved = result if op == "r" else args[1] if op == "w" else None
+        if isinstance(moved, int) and moved >> (8 * size):
+            raise TraceError(f"{where}: {moved:#x} does not fit in {size} byte(s)")
+    elif op in ("i2c_send", "i2c_read_reg") and isinstance(args[0], int) and args[0] > 0xFF:
+        raise TraceError(f"{where}: {args[0]:#x} is not a byte")
     return Event(op, args, result)
 
 
@@ -508,7 +560,7 @@ def open_recorded_backend(trace: Trace, spec: Optional[str] = None) -> Any:
 
 def build_device(trace: Trace, backend: Any) -> Any:
     """A fresh device of the trace's frontend and options on *backend*."""
-    cls = _frontend_classes()[trace.frontend]
+    cls = frontend_class(trace.frontend)
     return cls(backend, tpm_version=trace.tpm_version, **trace.options)
 
 
@@ -524,7 +576,11 @@ def replay(
     if own:
         if backend is None:
             backend = open_recorded_backend(trace)
-        dev = build_device(trace, backend)
+        try:
+            dev = build_device(trace, backend)
+        except BaseException:
+            backend.close()  # (a device that failed to build has not taken it over)
+            raise
     elif frontend_kind(dev) != trace.frontend:
         raise ConfigurationError(f"the trace is of a {trace.frontend} device, not a {frontend_kind(dev)}")
     found: list[Divergence] = []
