@@ -151,26 +151,28 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             command += ["-k", args.keyword]
         # A pytest of its own: nothing from a pytest this may run under (its
         # options, such as a JUnit report path, or an xdist worker's identity).
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTEST_XDIST"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
         if args.quick:
             env["TPMDEV_BENCH_QUICK"] = "1"
         out.write(f"tpmdev bench: {'quick run of ' if args.quick else ''}{suite}\n")
         out.flush()
         done = 0
-        process = subprocess.Popen(
-            command, cwd=suite.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert process.stdout is not None
+        if json_path.exists():
+            json_path.unlink()  # (a report left from another run must not pass for this one's)
         failures: list[str] = []
-        for line in process.stdout:  # progress: one line per benchmark as it finishes
-            verdict = re.search(r"(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED)", line)
-            if verdict:
-                done += 1
-                out.write(f"  [{done}] {verdict.group(2):7} {verdict.group(1).split('::', 1)[1]}\n")
-                out.flush()
-                if verdict.group(2) in ("FAILED", "ERROR"):
-                    failures.append(verdict.group(1))
-        code = process.wait()
+        with subprocess.Popen(
+            command, cwd=suite.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process:  # (ended and waited for on every path, an interrupt included)
+            assert process.stdout is not None
+            for line in process.stdout:  # progress: one line per benchmark as it finishes
+                verdict = re.search(r"(\S+::\S+)\s+(PASSED|FAILED|ERROR|SKIPPED)", line)
+                if verdict:
+                    done += 1
+                    out.write(f"  [{done}] {verdict.group(2):7} {verdict.group(1).split('::', 1)[1]}\n")
+                    out.flush()
+                    if verdict.group(2) in ("FAILED", "ERROR"):
+                        failures.append(verdict.group(1))
+            code = process.wait()
         if not json_path.is_file():
             print(f"tpmdev bench: pytest exited with {code} and produced no results", file=sys.stderr)
             return 1

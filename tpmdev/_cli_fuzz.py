@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         if not os.listdir(corpus):
             seeded = write_corpus(scratch + "/seeds", [args.target])[args.target]
             for name in os.listdir(os.path.join(scratch, "seeds", args.target)):
-                os.replace(os.path.join(scratch, "seeds", args.target, name), os.path.join(corpus, name))
+                # (a move, not a rename: --corpus may be on another file system)
+                shutil.move(os.path.join(scratch, "seeds", args.target, name), os.path.join(corpus, name))
             print(f"tpmdev: seeded {corpus} with {seeded} inputs", file=sys.stderr)
         os.makedirs(args.artifacts, exist_ok=True)
         before = set(os.listdir(args.artifacts))

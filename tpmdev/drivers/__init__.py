@@ -85,9 +85,7 @@ def for_device(
     from tpmdev.tis import TIS, TISSysbus
     from tpmdev.tis_i2c import TISI2C
 
-    # a wrapper that records or filters the register accesses (tpmdev.trace.Recorder)
-    # is driven like the device it wraps
-    kind = getattr(dev, "wrapped_device", dev)
+    kind = dev
     if isinstance(kind, (TIS, TISSysbus)):
         tis = TisDriver(dev, timeouts=timeouts, timeout=timeout)
         tis.probe()

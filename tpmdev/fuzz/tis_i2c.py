@@ -148,7 +148,7 @@ class I2CEncoder:
         return self
 
     def write(self, data: bytes) -> I2CEncoder:
-        if len(data) > 255:  # the register byte, then the rest as FIFO bytes in more transactions
+        if len(data) > 255:  # the length is one byte: a seed splits longer writes itself
             raise ValueError("an encoded i2c_write carries at most 255 bytes")
         self._out += bytes([OP_WRITE, len(data)]) + data
         return self
