@@ -123,7 +123,9 @@ class CrbDriver:
         self.trace = trace
         self.tpm_version = 2
         self._base = self.locality << CRB_LOCALITY_SHIFT
-        self._cmd: Optional[tuple[int, int, int, int]] = None
+        # each locality's buffers as its registers give them (one window
+        # per locality in the PTP layout), read at its first command
+        self._buffers: dict[int, tuple[int, int, int, int]] = {}
         #: commands cancelled after their duration ran out
         self.cancels = 0
 
@@ -161,8 +163,9 @@ class CrbDriver:
 
     # -- the steps ----------------------------------------------------------
     def probe(self) -> tuple[int, int, int, int]:
-        """Read the interface and the buffer registers: ``(cmd offset, cmd size,
-        rsp offset, rsp size)``, offsets relative to the region."""
+        """Read the interface and the buffer registers of the driver's
+        locality: ``(cmd offset, cmd size, rsp offset, rsp size)``, offsets
+        relative to the region."""
         intf = self._r(TPM_CRB_INTF_ID)
         if not intf & TPM_CRB_INTF_CAP_CRB:
             raise CrbError(f"INTF_ID {intf:#010x} does not announce a CRB")
@@ -172,8 +175,9 @@ class CrbDriver:
         rsp_size = self._r(TPM_CRB_CTRL_RSP_SIZE)
         if cmd_addr == rsp_addr and cmd_size != rsp_size:
             raise CrbError("overlapping command and response buffers of different sizes")
-        self._cmd = (cmd_addr - self.address, cmd_size, rsp_addr - self.address, rsp_size)
-        return self._cmd
+        found = (cmd_addr - self.address, cmd_size, rsp_addr - self.address, rsp_size)
+        self._buffers[self.locality] = found
+        return found
 
     def request_locality(self) -> None:
         if self.style == "linux":
@@ -206,7 +210,7 @@ class CrbDriver:
 
     def send(self, command: bytes) -> None:
         """Write *command* into the command buffer and START it."""
-        cmd, cmd_size, _, rsp_size = self._cmd or self.probe()
+        cmd, cmd_size, _, rsp_size = self._buffers.get(self.locality) or self.probe()
         if len(command) > cmd_size:
             raise CrbError(f"a {len(command)}-byte command does not fit the {cmd_size}-byte buffer")
         if self.style == "linux":
@@ -247,7 +251,7 @@ class CrbDriver:
 
     def receive(self) -> bytes:
         """Read the response from the response buffer."""
-        _, _, rsp, rsp_size = self._cmd or self.probe()
+        _, _, rsp, rsp_size = self._buffers.get(self.locality) or self.probe()
         if self.style == "linux":
             head = b"".join(self._load(rsp + i).to_bytes(4, "little") for i in range(0, 8, 4))[:HEADER_SIZE]
             size = header_size(head + bytes(HEADER_SIZE - len(head)))
@@ -264,25 +268,30 @@ class CrbDriver:
         return head + bytes(self._load(rsp + i, 1) for i in range(HEADER_SIZE, size))
 
     def transmit(self, command: bytes, locality: Optional[int] = None) -> bytes:
-        """Run one command at *locality* (default: the driver's): request the
-        locality, cmdReady, send, wait for the command's duration, receive,
-        goIdle, release."""
+        """Run one command at *locality* (default: the driver's, which this
+        call does not change): request the locality, cmdReady, send, wait
+        for the command's duration, receive, goIdle, release."""
+        own = self.locality
         if locality is not None and locality != self.locality:
             self.locality = _check_locality(locality, 4)
             self._base = self.locality << CRB_LOCALITY_SHIFT
-        available = getattr(self.device, "localities", 5)
-        if self.locality >= available:
-            raise ConfigurationError(
-                f"this CRB has {available} localit{'y' if available == 1 else 'ies'} (QEMU's has one; "
-                f"tpmdev.CRB(localities=5) has five): locality {self.locality} is not there"
-            )
-        self.request_locality()
         try:
-            self.command_ready()
-            self.send(command)
-            self.wait_response(self.timeouts.duration(command))
-            response = self.receive()
+            available = getattr(self.device, "localities", 5)
+            if self.locality >= available:
+                raise ConfigurationError(
+                    f"this CRB has {available} localit{'y' if available == 1 else 'ies'} (QEMU's has one; "
+                    f"tpmdev.CRB(localities=5) has five): locality {self.locality} is not there"
+                )
+            self.request_locality()
+            try:
+                self.command_ready()
+                self.send(command)
+                self.wait_response(self.timeouts.duration(command))
+                response = self.receive()
+            finally:
+                self.go_idle()
+                self.relinquish_locality()
+            return response
         finally:
-            self.go_idle()
-            self.relinquish_locality()
-        return response
+            self.locality = own
+            self._base = own << CRB_LOCALITY_SHIFT

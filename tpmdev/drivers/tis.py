@@ -334,16 +334,21 @@ class TisDriver:
             self.ready()
 
     def transmit(self, command: bytes, locality: Optional[int] = None) -> bytes:
-        """Run one command at *locality* (default: the driver's): take the
-        locality, send, wait for the command's duration, receive, release."""
+        """Run one command at *locality* (default: the driver's, which this
+        call does not change): take the locality, send, wait for the
+        command's duration, receive, release."""
+        own = self.locality
         self._at(locality)
-        self.request_locality()
         try:
-            self.send(command)
-            self.wait_response(self.timeouts.duration(command))
-            return self.receive()
+            self.request_locality()
+            try:
+                self.send(command)
+                self.wait_response(self.timeouts.duration(command))
+                return self.receive()
+            finally:
+                self.relinquish_locality()
         finally:
-            self.relinquish_locality()
+            self._at(own)
 
 
 def _check_locality(locality: object, highest: int) -> int:
