@@ -4,6 +4,7 @@ responses on stdout, SIGTERM at the end; its state file and its error paths."""
 from __future__ import annotations
 
 import hashlib
+import io
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 from tools_workflow import tpmdev_env
 
+from tpmdev._cli_tcti import FAILURE_RESPONSE, serve_pipe
 from tpmdev.drivers import commands as C
-from tpmdev.wire import response_code
+from tpmdev.errors import BackendError
+from tpmdev.wire import FATAL_RESPONSE, response_code
 
 
 def _tcti(*args: str) -> subprocess.Popen[bytes]:
@@ -118,3 +121,44 @@ def test_malformed_input_ends_the_run() -> None:
     assert result.returncode == 1 and b"not a TPM command" in result.stderr and result.stdout == b""
     result = _run("tcti", "--backend", "builtin", stdin=C.tpm2_startup()[:11])
     assert result.returncode == 1 and b"input ended inside a 12-byte command" in result.stderr
+
+
+def test_a_closed_output_pipe_ends_the_run_with_a_message(tmp_path: Path) -> None:
+    state = tmp_path / "tpm.state"
+    proc = _tcti("--backend", "builtin", "--state", str(state))
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader has gone: the response cannot be written
+    proc.stdin.write(C.tpm2_startup())
+    proc.stdin.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(60) == 1
+    assert b"the pipe to the TSS failed" in err and b"Traceback" not in err and b"Exception" not in err, err
+    assert state.stat().st_size > 0  # saved all the same
+
+
+class _FailingDriver:
+    """Fault injection: a driver whose every command fails in the device."""
+
+    def __init__(self, tpm_version: int) -> None:
+        self.tpm_version = tpm_version
+
+    def transmit(self, command: bytes, locality: int = 0) -> bytes:
+        raise BackendError("injected: the backend is gone")
+
+
+@pytest.mark.parametrize(
+    ("version", "command", "name", "failure"),
+    [
+        (1, C.tpm12_extend(10, bytes(20)), b"TPM_ORD_Extend", FATAL_RESPONSE),
+        (2, C.tpm2_get_random(4), b"TPM2_GetRandom", FAILURE_RESPONSE),
+    ],
+    ids=["tpm12", "tpm2"],
+)
+def test_a_failed_command_is_named_and_answered_in_its_tpm_version(
+    version: int, command: bytes, name: bytes, failure: bytes, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sink = io.BytesIO()
+    assert serve_pipe(_FailingDriver(version), io.BytesIO(command), sink) == 1
+    assert sink.getvalue() == failure
+    assert name.decode() + " failed in the device" in capfd.readouterr().err

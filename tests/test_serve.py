@@ -29,6 +29,7 @@ from tools_workflow import tpmdev_env
 
 import tpmdev
 from tpmdev.backends.base import Backend
+from tpmdev.errors import BackendError, ConfigurationError
 from tpmdev.drivers import commands as C
 from tpmdev.server import (
     REMOTE_HANDSHAKE,
@@ -41,10 +42,11 @@ from tpmdev.server import (
     TPM_SEND_COMMAND,
     TpmServer,
 )
-from tpmdev.wire import response_code
+from tpmdev.wire import FATAL_RESPONSE, response_code
 
 TPM_RC_INITIALIZE = 0x100
 TPM_RC_LOCALITY = 0x907
+TPM_RC_FAILURE = 0x101
 
 
 def _u32(value: int) -> bytes:
@@ -225,6 +227,186 @@ def test_swtpm_protocol_data_and_control(serve: Any) -> None:
         assert server.commands == 2  # (the command at a locality this CRB lacks did not run)
     finally:
         data.close()
+
+
+class FailingBuiltin(tpmdev.backends.Builtin):
+    """Fault injection: the calls named in :attr:`fail` raise once each."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail: set[str] = set()
+
+    def _once(self, name: str) -> None:
+        if name in self.fail:
+            self.fail.discard(name)
+            raise BackendError(f"injected: {name} failed")
+
+    def reset(self) -> None:
+        self._once("reset")
+        super().reset()
+
+    def get_established_flag(self) -> bool:
+        self._once("get_established_flag")
+        return bool(super().get_established_flag())
+
+    def get_buffer_size(self) -> int:
+        self._once("get_buffer_size")
+        return int(super().get_buffer_size())
+
+    def cancel(self) -> None:
+        if "cancel" in self.fail:
+            self.fail.discard("cancel")
+            raise RuntimeError("injected: a bug in cancel")
+        super().cancel()
+
+
+def _control(port: int, code: int, body: bytes = b"", answer: int = 4) -> bytes:
+    with socket.create_connection(("127.0.0.1", port + 1), timeout=30) as ctrl:
+        ctrl.sendall(_u32(code) + body)
+        return _recv(ctrl, answer)
+
+
+def _swtpm_command(data: socket.socket, cmd: bytes) -> bytes:
+    data.sendall(cmd)
+    head = _recv(data, 10)
+    return head + _recv(data, int.from_bytes(head[2:6], "big") - 10)
+
+
+def test_mssim_backend_errors_are_answered_and_the_ports_serve_on(serve: Any) -> None:
+    backend = FailingBuiltin()
+    server = serve(backend)
+    client = Client(server.port)
+    try:
+        assert response_code(client.send(C.tpm2_startup())) == 0
+        assert client.signal(SIGNAL_POWER_OFF) == 0
+        backend.fail.add("reset")
+        assert client.signal(SIGNAL_POWER_ON) != 0  # the reset failed: a failure answer, still off
+        assert client.send(C.tpm2_get_random(4)) == b""
+        assert client.signal(SIGNAL_POWER_ON) == 0  # the same connection is served on
+        assert response_code(client.send(C.tpm2_get_random(4))) == TPM_RC_INITIALIZE
+        backend.fail.add("cancel")  # not a TpmDevError: this connection goes, the port stays
+        client.platform.sendall(_u32(SIGNAL_CANCEL_ON))
+        assert client.platform.recv(4) == b""
+    finally:
+        client.close()
+    client = Client(server.port)
+    try:
+        assert client.signal(SIGNAL_NV_ON) == 0
+        assert response_code(client.send(C.tpm2_startup())) == 0
+    finally:
+        client.close()
+
+
+def test_swtpm_backend_errors_are_answered_tpm_fail(serve: Any) -> None:
+    backend = FailingBuiltin()
+    server = serve(backend, frontend="crb", protocol="swtpm")
+    data = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        backend.fail.add("reset")
+        assert _control(server.port, 0x02, _u32(0)) == _u32(9)  # INIT: TPM_FAIL
+        assert response_code(_swtpm_command(data, C.tpm2_startup())) == TPM_RC_FAILURE  # not running
+        backend.fail.add("get_established_flag")
+        assert _control(server.port, 0x04, answer=8) == _u32(9) + bytes(4)
+        backend.fail.add("get_buffer_size")
+        assert _control(server.port, 0x11, _u32(0), answer=16) == _u32(9) + bytes(12)
+        assert _control(server.port, 0x02, _u32(0)) == _u32(0)  # the control port serves on
+        assert response_code(_swtpm_command(data, C.tpm2_startup())) == 0
+    finally:
+        data.close()
+
+
+def test_swtpm_stop_refuses_commands_until_init(serve: Any) -> None:
+    server = serve(tpmdev.backends.Builtin(), frontend="crb", protocol="swtpm")
+    data = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        assert response_code(_swtpm_command(data, C.tpm2_startup())) == 0
+        assert _control(server.port, 0x0E) == _u32(0)  # STOP
+        assert response_code(_swtpm_command(data, C.tpm2_get_random(4))) == TPM_RC_FAILURE
+        assert server.commands == 1
+        assert _control(server.port, 0x02, _u32(0)) == _u32(0)  # INIT
+        assert response_code(_swtpm_command(data, C.tpm2_get_random(4))) == TPM_RC_INITIALIZE
+    finally:
+        data.close()
+
+
+def test_swtpm_stopped_tpm12_answers_tpm_fail(serve: Any) -> None:
+    server = serve(tpmdev.backends.Builtin(1), protocol="swtpm")
+    data = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        assert _control(server.port, 0x0E) == _u32(0)  # STOP
+        assert _swtpm_command(data, C.tpm12_startup()) == FATAL_RESPONSE
+    finally:
+        data.close()
+
+
+def test_swtpm_buffer_size_is_what_the_device_takes(serve: Any) -> None:
+    backend = tpmdev.backends.Builtin()
+    server = serve(backend, frontend="crb", protocol="swtpm")
+    size = min(backend.get_buffer_size(), server.dev.buffer_max)
+    assert size < backend.get_buffer_size()  # (the CRB's buffer is the smaller)
+    assert _control(server.port, 0x11, _u32(0), answer=16) == _u32(0) + _u32(size) * 3
+    assert _control(server.port, 0x11, _u32(size), answer=16) == _u32(0) + _u32(size) * 3
+    assert _control(server.port, 0x11, _u32(4096), answer=16)[:4] == _u32(9)
+
+
+def test_serves_ipv6_loopback() -> None:
+    with make_device("crb", tpmdev.backends.Builtin()) as dev, TpmServer(dev, host="::1", port=0) as server:
+        for port in (server.port, server.port + 1):
+            with socket.create_connection(("::1", port), timeout=30) as conn:
+                assert conn.family == socket.AF_INET6
+        with socket.create_connection(("::1", server.port), timeout=30) as cmd:
+            cmd.sendall(_u32(TPM_SEND_COMMAND) + b"\0" + _u32(12) + C.tpm2_startup())
+            assert response_code(_recv(cmd, 4 + 10)[4:]) == 0
+
+
+def _fds() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+@pytest.mark.parametrize(
+    ("host", "message"),
+    [
+        ("nosuch.invalid", "not an address or a known host name"),
+        ("192.0.2.1", "cannot listen on 192.0.2.1 (AF_INET): "),  # TEST-NET: not this machine's
+    ],
+    ids=["unknown-host", "not-local"],
+)
+def test_a_failed_start_names_the_cause_and_leaks_nothing(host: str, message: str) -> None:
+    with make_device("crb", tpmdev.backends.Builtin()) as dev:
+        before = _fds()
+        server = TpmServer(dev, host=host, port=0)
+        with pytest.raises(ConfigurationError) as info:
+            server.start()
+        assert message in str(info.value) and "port" not in str(info.value)
+        assert _fds() == before  # the wake pipe closed too
+
+
+def test_shutdown_wakes_a_handler_waiting_for_bytes() -> None:
+    dev = make_device("crb", tpmdev.backends.Builtin())
+    server = TpmServer(dev, port=0)
+    entered = threading.Event()
+    handle = server._mssim_command
+
+    def watched(conn: socket.socket) -> None:
+        entered.set()
+        handle(conn)
+
+    server._mssim_command = watched  # type: ignore[method-assign]
+    client = None
+    try:
+        server.start()
+        client = Client(server.port)
+        client.cmd.sendall(_u32(TPM_SEND_COMMAND))  # and nothing more: the handler waits in recv
+        assert entered.wait(30)
+        server.shutdown()
+        server.serve_forever()
+        # every thread has ended: no command can run while the owner saves the device
+        assert not any(thread.is_alive() for thread in server._threads)
+    finally:
+        if client is not None:
+            client.close()
+        server.close()
+        dev.close()
 
 
 # -- the command line ------------------------------------------------------------

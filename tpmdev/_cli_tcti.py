@@ -19,8 +19,11 @@ objects and sessions carry over from one tool to the next::
     tpm2_getrandom -T "cmd:tpmdev tcti --frontend crb --backend libtpms --state tpm.state" 16
 
 A command the driver cannot complete (a timeout, a protocol error) is
-reported on stderr and answered with TPM_RC_FAILURE, so the tool fails
-cleanly instead of waiting. Nothing but responses is written to stdout.
+reported on stderr and answered with a failure response (TPM 2.0:
+TPM_RC_FAILURE; TPM 1.2: TPM_FAIL), so the tool fails cleanly instead of
+waiting. Nothing but responses is written to stdout. A pipe that fails (the
+reader gone) ends the run with a message and status 1; the state is still
+saved.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from tpmdev._frontends import FRONTENDS, load_state, open_device, save_state
 from tpmdev._progress import Progress
 from tpmdev.errors import TpmDevError
 from tpmdev.tpm_codes import command_name
-from tpmdev.wire import HEADER_SIZE, header_size
+from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size
 
 __all__ = ["register", "run", "serve_pipe", "FAILURE_RESPONSE"]
 
 #: TPM2 response with TPM_RC_FAILURE, for a command the device could not run
+#: (a TPM 1.2 gets :data:`tpmdev.wire.FATAL_RESPONSE`, TPM_FAIL)
 FAILURE_RESPONSE = bytes.fromhex("8001 0000000a 00000101")
 #: The largest command accepted from the pipe (tpm2-tss's TPM2_MAX_COMMAND_SIZE)
 MAX_COMMAND = 4096
@@ -105,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             except TpmDevError as exc:
                 print(f"tpmdev tcti: {exc}", file=sys.stderr)
                 status = 1
+            except OSError as exc:  # a pipe failed: the TSS has gone
+                _drop_stdout()
+                print(f"tpmdev tcti: the pipe to the TSS failed: {exc}", file=sys.stderr)
+                status = 1
             finally:
                 # the state is saved even when a signal ends the run (tpm2-tss
                 # sends SIGTERM and waits for us before it goes on)
@@ -142,15 +150,28 @@ def serve_pipe(driver: Any, source: BinaryIO, sink: BinaryIO) -> int:
         if len(body) < size - HEADER_SIZE:
             raise TpmDevError(f"input ended inside a {size}-byte command")
         code = int.from_bytes(header[6:10], "big")
+        version = int(getattr(driver, "tpm_version", 2))
+        name = command_name(code, version)
         try:
-            with Progress(f"tpmdev tcti: {command_name(code)} running"):
+            with Progress(f"tpmdev tcti: {name} running"):
                 response = driver.transmit(header + body)
         except TpmDevError as exc:
-            print(f"tpmdev tcti: the command failed in the device: {exc}", file=sys.stderr)
-            response = FAILURE_RESPONSE
+            print(f"tpmdev tcti: {name} failed in the device: {exc}", file=sys.stderr)
+            response = FATAL_RESPONSE if version == 1 else FAILURE_RESPONSE
         sink.write(response)
         sink.flush()
         count += 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what is left in its buffer must not fail
+    again when the interpreter flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _read(source: BinaryIO, n: int) -> bytes:

@@ -1,6 +1,7 @@
 """A device and its guest driver from command-line words, and its state in a file.
 
-Shared by ``tpmdev tcti`` and ``tpmdev serve`` (and :mod:`tpmdev.server`):
+Shared by ``tpmdev tcti`` and ``tpmdev serve`` (:mod:`tpmdev.server` takes the
+device these build):
 
 * :func:`open_device` builds a frontend (:data:`FRONTENDS`) on a backend
   (:func:`tpmdev.backends.open` spec) and the driver Linux would bind to it
@@ -41,9 +42,7 @@ def _backend(spec: str, tpm_version: int) -> Backend:
     return open_backend(spec)
 
 
-def open_device(
-    frontend: str, backend: str, *, tpm_version: int = 2, asynchronous: bool = False
-) -> tuple[Any, AnyDriver]:
+def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[Any, AnyDriver]:
     """``(device, driver)``: *frontend* (a :data:`FRONTENDS` word) on the backend
     *backend* describes, probed by its driver. The device owns the backend."""
     import tpmdev
@@ -56,13 +55,13 @@ def open_device(
     try:
         dev: Any
         if frontend == "tis":
-            dev = tpmdev.TIS(be, asynchronous=asynchronous)
+            dev = tpmdev.TIS(be)
         elif frontend == "tis-sysbus":
-            dev = tpmdev.TISSysbus(be, asynchronous=asynchronous)
+            dev = tpmdev.TISSysbus(be)
         elif frontend == "crb":
-            dev = tpmdev.CRB(be, asynchronous=asynchronous)
+            dev = tpmdev.CRB(be)
         elif frontend == "tis-i2c":
-            dev = tpmdev.TISI2C(be, asynchronous=asynchronous)
+            dev = tpmdev.TISI2C(be)
         else:
             platform = SpaprPlatform()
             dev = tpmdev.SPAPR(
@@ -70,7 +69,6 @@ def open_device(
                 dma_read=platform.dma_read,
                 dma_write=platform.dma_write,
                 send_crq=platform.send_crq,
-                asynchronous=asynchronous,
             )
     except BaseException:
         be.close()

@@ -24,7 +24,8 @@ tpm2-tss ``-T mssim:host=H,port=N``). All integers are big-endian u32.
   (swtpm: CMD_CANCEL_TPM_CMD); ``CANCEL_OFF``, ``NV_ON`` / ``NV_OFF``,
   physical presence and key cache signals are acknowledged.
   While the power is off a command is answered with an empty response, as
-  the simulator does.
+  the simulator does. A signal the device could not carry out (a backend
+  error in the reset of a power-on) is answered with a non-zero u32.
 
 ``swtpm`` -- swtpm's socket protocol (tpm2-tss ``-T swtpm:host=H,port=N``):
 raw TPM commands and responses on the data port N; swtpm's control protocol
@@ -34,23 +35,33 @@ server), GET_TPMESTABLISHED, SET_LOCALITY (the locality of the next
 commands), CANCEL_TPM_CMD, STORE_VOLATILE, RESET_TPMESTABLISHED, STOP,
 GET_CONFIG, SET_BUFFERSIZE (query only), GET_INFO (the TPM specification).
 State blobs, SET_DATAFD and hashing are refused with TPM_BAD_ORDINAL.
+After STOP the data port answers every command with a TPM failure response
+until INIT, as swtpm refuses commands of a stopped TPM. A control command
+the device could not carry out (a backend error) is answered with TPM_FAIL.
 
-Both ports listen on 127.0.0.1 unless told otherwise. One client at a time:
+Both ports listen on 127.0.0.1 unless told otherwise (an IPv6 address or a
+host name is resolved with getaddrinfo and served in its own family). One client at a time:
 while a connection to a port is open, another one to the same port is
 accepted and closed at once, and the server logs why (the protocols have no
 message for it; a TSS reports the closed connection as an I/O error). A
 client's connection that has ended is noticed before a new one is refused,
 so tool runs one after another are never turned away. Commands run one at a
 time under a lock; a cancel goes to the backend directly (a backend's
-cancel may be called from any thread).
+cancel may be called from any thread). A backend error is answered with the
+protocol's failure code and the connection is served on; anything else a
+handler raises is logged and ends that connection only, never the port.
 
-:meth:`TpmServer.shutdown` (SIGINT / SIGTERM in ``tpmdev serve``) closes the
-listeners and connections and ends the threads; the device stays open for
+:meth:`TpmServer.shutdown` (SIGINT / SIGTERM in ``tpmdev serve``) shuts the
+live connections down (a handler waiting for a client's bytes wakes at once)
+and ends the threads; :meth:`TpmServer.serve_forever` and
+:meth:`TpmServer.close` return only when no thread runs, so a command in
+flight has completed and the device can be saved. The device stays open for
 its owner to save or close.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -62,7 +73,7 @@ from typing import Any, Optional
 
 from tpmdev.drivers import for_device
 from tpmdev.errors import ConfigurationError, TpmDevError
-from tpmdev.wire import HEADER_SIZE, header_size
+from tpmdev.wire import FATAL_RESPONSE, HEADER_SIZE, header_size
 
 __all__ = [
     "TpmServer",
@@ -127,7 +138,7 @@ _ACK_ONLY = {
     SIGNAL_KEY_CACHE_OFF,
 }
 
-#: TPM 2.0 responses for what the device could not run
+#: TPM 2.0 responses for what the device could not run (TPM 1.2: FATAL_RESPONSE)
 _RC_FAILURE = bytes.fromhex("8001 0000000a 00000101")
 _RC_LOCALITY = bytes.fromhex("8001 0000000a 00000907")
 #: swtpm control results
@@ -135,6 +146,23 @@ _TPM_SUCCESS = 0
 _TPM_FAIL = 9
 _TPM_BAD_ORDINAL = 0x0A
 _TPM_BAD_LOCALITY = 0x3D
+#: An mssim platform signal the device could not carry out (any non-zero u32)
+_MSSIM_FAILED = 1
+#: The swtpm control commands served here after the u32 result (besides
+#: GET_CAPABILITY and SHUTDOWN) -> the size of the answer's body after it
+#: (zeroes when the command failed)
+_SWTPM_ANSWER_SIZES = {
+    0x02: 0,  # INIT
+    0x04: 4,  # GET_TPMESTABLISHED
+    0x05: 0,  # SET_LOCALITY
+    0x09: 0,  # CANCEL_TPM_CMD
+    0x0A: 0,  # STORE_VOLATILE
+    0x0B: 0,  # RESET_TPMESTABLISHED
+    0x0E: 0,  # STOP
+    0x0F: 4,  # GET_CONFIG
+    0x11: 12,  # SET_BUFFERSIZE
+    0x12: 8,  # GET_INFO (total length and length: no text)
+}
 
 #: Seconds a client may take to finish a message it has started
 _IO_TIMEOUT = 30.0
@@ -243,13 +271,19 @@ class TpmServer:
         self._wake_r, self._wake_w = os.pipe()
         self._listeners: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
+        #: the open client connections (appended / removed by the port threads)
+        self._conns: list[socket.socket] = []
 
     # -- life ---------------------------------------------------------------
     def start(self) -> None:
         """Bind both ports and start serving (in threads)."""
         if self._listeners:
             raise TpmDevError("the server is already started")
-        self._listeners = self._bind()
+        try:
+            self._listeners = self._bind()
+        except BaseException:
+            self._close_wake()
+            raise
         self.port = self._listeners[0].getsockname()[1]
         if self.protocol == "mssim":
             handlers: tuple[_Handler, ...] = (
@@ -272,26 +306,45 @@ class TpmServer:
         log.info("serving %s on %s ports %d and %d", self.protocol, self.host, self.port, self.port + 1)
 
     def _bind(self) -> list[socket.socket]:
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ConfigurationError(
+                f"cannot listen on {self.host!r}: not an address or a known host name ({exc}); "
+                "give an IPv4 or IPv6 address of this machine"
+            ) from None
+        family, _, _, _, address = infos[0]
         attempts = 20 if self.port == 0 else 1
         last: Optional[OSError] = None
         for _ in range(attempts):
-            first = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            first = second = None
             try:
-                first.bind((self.host, self.port))
-                second.bind((self.host, first.getsockname()[1] + 1))
+                first = socket.socket(family, socket.SOCK_STREAM)
+                first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                second = socket.socket(family, socket.SOCK_STREAM)
+                second.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                first.bind(address)
+                second.bind((address[0], first.getsockname()[1] + 1, *address[2:]))
                 first.listen(4)
                 second.listen(4)
                 return [first, second]
             except OSError as exc:
-                first.close()
-                second.close()
+                for sock in (first, second):
+                    if sock is not None:
+                        sock.close()
                 last = exc
+                if exc.errno != errno.EADDRINUSE:
+                    break  # not a matter of ports: trying others does not help
+        assert last is not None
+        why = last.strerror or str(last)
+        if last.errno != errno.EADDRINUSE:
+            raise ConfigurationError(f"cannot listen on {self.host} ({family.name}): {why}")
+        if self.port == 0:
+            raise ConfigurationError(
+                f"cannot listen on {self.host}: found no two free adjacent ports in {attempts} tries ({why})"
+            )
         raise ConfigurationError(
-            f"cannot listen on {self.host} ports {self.port} and {self.port + 1}: "
-            f"{last.strerror if last else 'no free pair'}; choose another --port"
+            f"cannot listen on {self.host} ports {self.port} and {self.port + 1}: {why}; choose another port"
         )
 
     def serve_forever(self) -> None:
@@ -303,17 +356,28 @@ class TpmServer:
         self._join()
 
     def shutdown(self) -> None:
-        """Stop serving: callable from any thread and from a signal handler."""
+        """Stop serving: callable from any thread and from a signal handler.
+
+        Live connections are shut down, so a handler waiting for a client's
+        bytes ends at once; a command in flight completes first (its thread
+        is joined by :meth:`serve_forever` / :meth:`close`)."""
         self._stopped.set()
         try:
             os.write(self._wake_w, b"x")
         except OSError:
             pass
+        for conn in list(self._conns):  # (a list copy: atomic, no lock a signal handler could wait on)
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _join(self) -> None:
+        # no time limit: the device may be saved only when no command runs,
+        # and every handler ends once its connection is shut down
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(10)
+                thread.join()
 
     def close(self) -> None:
         """Shut down, wait for the threads, release the sockets. Idempotent."""
@@ -322,11 +386,15 @@ class TpmServer:
         for listener in self._listeners:
             listener.close()
         self._listeners = []
+        self._close_wake()
+
+    def _close_wake(self) -> None:
         for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         self._wake_r = self._wake_w = -1
 
     @property
@@ -345,6 +413,17 @@ class TpmServer:
         self, listener: socket.socket, handler: Callable[[socket.socket], None], name: str
     ) -> None:
         conn: Optional[socket.socket] = None
+
+        def drop() -> None:
+            nonlocal conn
+            if conn is not None:
+                try:
+                    self._conns.remove(conn)
+                except ValueError:
+                    pass
+                conn.close()
+                conn = None
+
         try:
             while not self._stopped.is_set():
                 watched: list[Any] = [listener, self._wake_r] + ([conn] if conn is not None else [])
@@ -352,7 +431,11 @@ class TpmServer:
                 if self._wake_r in ready or self._stopped.is_set():
                     return
                 if listener in ready:
-                    new, peer = listener.accept()
+                    try:
+                        new, peer = listener.accept()
+                    except OSError as exc:  # (the client gave up first, or no fds left)
+                        log.warning("%s port: accepting a connection failed: %s", name, exc)
+                        continue
                     if conn is not None and not _gone(conn):
                         self.refused += 1
                         log.warning(
@@ -363,26 +446,40 @@ class TpmServer:
                         )
                         new.close()
                     else:
-                        if conn is not None:
-                            conn.close()
+                        drop()
+                        try:
+                            new.settimeout(_IO_TIMEOUT)
+                            new.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        except OSError as exc:
+                            log.debug("%s port: client gone (%s)", name, exc)
+                            new.close()
+                            continue
                         conn = new
-                        conn.settimeout(_IO_TIMEOUT)
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        self._conns.append(conn)
+                        if self._stopped.is_set():  # (a shutdown between the check and the append)
+                            return
                     continue
                 if conn is not None and conn in ready:
                     try:
                         handler(conn)
                     except (_Closed, OSError) as exc:
                         log.debug("%s port: client gone (%s)", name, exc)
-                        conn.close()
-                        conn = None
+                        drop()
+                    except Exception:  # a bug must not end the port: this client goes, the next is served
+                        log.exception("%s port: the connection failed; closed", name)
+                        drop()
         finally:
-            if conn is not None:
-                conn.close()
+            drop()
 
     # -- running commands -------------------------------------------------------
+    def _failure(self) -> bytes:
+        """The TPM's failure response in the device's TPM version."""
+        return FATAL_RESPONSE if self.dev.tpm_version == 1 else _RC_FAILURE
+
     def _run(self, command: bytes, locality: int) -> bytes:
         with self._lock:
+            if self._stopped.is_set():  # shutting down: the device's state is about to be saved
+                return self._failure()
             try:
                 response = bytes(self.driver.transmit(command, locality))
             except ConfigurationError as exc:  # a locality this frontend cannot use
@@ -390,7 +487,7 @@ class TpmServer:
                 return _RC_LOCALITY
             except TpmDevError as exc:
                 log.error("the command failed in the device: %s", exc)
-                return _RC_FAILURE
+                return self._failure()
             self.commands += 1
             return response
 
@@ -436,6 +533,15 @@ class TpmServer:
 
     def _mssim_platform(self, conn: socket.socket) -> None:
         signal = _recv_u32(conn)
+        try:
+            self._mssim_signal(conn, signal)
+        except TpmDevError as exc:
+            log.error("platform signal %d failed in the device: %s", signal, exc)
+            conn.sendall(_u32(_MSSIM_FAILED))
+            return
+        conn.sendall(_u32(0))
+
+    def _mssim_signal(self, conn: socket.socket, signal: int) -> None:
         if signal == SIGNAL_POWER_ON:
             self._power_on()
         elif signal == SIGNAL_POWER_OFF:
@@ -453,7 +559,6 @@ class TpmServer:
             raise _Closed("stop")
         elif signal not in _ACK_ONLY:
             raise _Closed(f"unknown platform signal {signal}")
-        conn.sendall(_u32(0))
 
     # -- swtpm -----------------------------------------------------------------------
     def _swtpm_data(self, conn: socket.socket) -> None:
@@ -462,26 +567,45 @@ class TpmServer:
         if not HEADER_SIZE <= size <= _MAX_COMMAND:
             raise _Closed(f"a {size}-byte command: not a TPM command")
         command = header + _recv(conn, size - HEADER_SIZE)
+        if not self.powered:  # after CMD_STOP: refused until CMD_INIT, as swtpm does
+            conn.sendall(self._failure())
+            return
         conn.sendall(self._run(command, self.locality))
 
     def _swtpm_control(self, conn: socket.socket) -> None:
         from tpmdev.backends import swtpm as sw  # (its message tables: loaded for this protocol only)
 
         code = _recv_u32(conn)
-        result = _TPM_SUCCESS
-        body = b""
         if code == sw.CMD_GET_CAPABILITY:
             conn.sendall(_u32(0) + _u32(_swtpm_caps(sw)))  # u32 result, u32 caps (ptm_cap_n)
             return
-        if code == sw.CMD_INIT:
-            _recv_u32(conn)  # init flags
-            with self._lock:
-                self.dev.reset()
-                self.powered = True
-        elif code == sw.CMD_SHUTDOWN:
+        if code == sw.CMD_SHUTDOWN:
             conn.sendall(_u32(_TPM_SUCCESS))
             self.shutdown()
             raise _Closed("shutdown")
+        if code not in _SWTPM_ANSWER_SIZES:
+            # state blobs, SET_DATAFD, hashing: not on this server
+            log.warning("control command %#x is not served; answered TPM_BAD_ORDINAL", code)
+            conn.sendall(_u32(_TPM_BAD_ORDINAL))
+            raise _Closed("unserved control command")  # its body (if any) is unknown
+        try:
+            result, body = self._swtpm_control_command(conn, sw, code)
+        except TpmDevError as exc:
+            log.error("control command %#x failed in the device: %s", code, exc)
+            # the answer keeps its size (zeroes after the result), as a client reads it whole
+            result, body = _TPM_FAIL, bytes(_SWTPM_ANSWER_SIZES[code])
+        conn.sendall(_u32(result) + body)
+
+    def _swtpm_control_command(self, conn: socket.socket, sw: Any, code: int) -> tuple[int, bytes]:
+        """Run control command *code* (its request body still to read): ``(result, body)``."""
+        result = _TPM_SUCCESS
+        body = b""
+        if code == sw.CMD_INIT:
+            _recv_u32(conn)  # init flags
+            with self._lock:
+                self.powered = False  # (stays off if the reset fails: commands are refused)
+                self.dev.reset()
+                self.powered = True
         elif code == sw.CMD_GET_TPMESTABLISHED:
             flag = bool(self.dev.backend.get_established_flag())
             body = bytes([int(flag), 0, 0, 0])
@@ -495,12 +619,8 @@ class TpmServer:
             self.dev.backend.cancel()
         elif code == sw.CMD_RESET_TPMESTABLISHED:
             locality = _recv(conn, 1)[0]
-            try:
-                with self._lock:
-                    self.dev.backend.reset_established_flag(locality)
-            except TpmDevError as exc:
-                log.warning("RESET_TPMESTABLISHED failed: %s", exc)
-                result = _TPM_FAIL
+            with self._lock:
+                self.dev.backend.reset_established_flag(locality)
         elif code == sw.CMD_STOP:
             with self._lock:
                 self.powered = False
@@ -510,20 +630,16 @@ class TpmServer:
             body = _u32(0)
         elif code == sw.CMD_SET_BUFFERSIZE:
             wanted = _recv_u32(conn)
-            size = self.dev.backend.get_buffer_size()
+            # what the device takes: the backend's size capped at the frontend's
+            # buffer, as the device computes it at reset
+            size = min(int(self.dev.backend.get_buffer_size()), int(self.dev.buffer_max))
             if wanted not in (0, size):
                 result = _TPM_FAIL  # a running device keeps its buffer size
             body = _u32(size) + _u32(size) + _u32(size)
-        elif code == sw.CMD_GET_INFO:
+        else:  # CMD_GET_INFO
             _recv(conn, 16)  # u64 flags, u32 offset, u32 pad
             version = self.dev.tpm_version
             spec = b'{"TPMSpecification":{"family":"%s"}}' % (b"2.0" if version == 2 else b"1.2")
             text = spec + b"\x00"
             body = _u32(len(text)) + _u32(len(text)) + text
-        else:
-            # state blobs, SET_DATAFD, hashing: not on this server
-            result = _TPM_BAD_ORDINAL
-            log.warning("control command %#x is not served; answered TPM_BAD_ORDINAL", code)
-            conn.sendall(_u32(result))
-            raise _Closed("unserved control command")  # its body (if any) is unknown
-        conn.sendall(_u32(result) + body)
+        return result, body
