@@ -4,6 +4,7 @@ and the README's state section example."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import tpmdev
 from tpmdev import _state
+from tpmdev.backends import Builtin
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +91,10 @@ def test_error_paths(tmp_path: Path) -> None:
         (("load", saved, "--backend", "libtpms"), 1, "which a Libtpms backend cannot load"),
         (("load", saved, "-c", "nonsense"), 1, "use startup, extend=TEXT"),
         (("load", saved, "-c", "0001"), 1, "at least 10 bytes"),
+        (("load", saved, "-c", "random=65536"), 2, "at most 65535 bytes, got 65536"),
+        (("load", saved, "-c", "random=\u00b2"), 2, "decimal digits"),
+        (("load", saved, "-c", "random=\u0663"), 2, "decimal digits"),
+        (("load", saved, "-c", "random=-1"), 2, "decimal digits"),
         (("save", tmp_path / "x", "--frontend", "tis-i2c", "--tpm", "1.2"), 2, "TPM 2.0 interface"),
         (("save", tmp_path / "x", "--frontend", "pci"), 2, "invalid choice"),
         ((), 2, "required"),
@@ -100,6 +107,31 @@ def test_error_paths(tmp_path: Path) -> None:
     truncated = tmp_path / "short.tpmstate"
     truncated.write_bytes(saved.read_bytes()[:40])
     assert "truncated" in tpmdev_state("show", truncated, ok=False).stderr
+
+
+def test_crb_at_another_address_resumed(tmp_path: Path) -> None:
+    """The state file's CRB configuration builds the device, and the driver
+    finds the buffers at the device's own address."""
+    saved = tmp_path / "crb.tpmstate"
+    with tpmdev.CRB(Builtin(seed=1), address=0xFEB00000, localities=5, ppi=False) as dev:
+        saved.write_bytes(dev.save())
+    out = tpmdev_state("load", saved, "-c", "startup", "-c", "extend=kernel", "-c", "pcr-read").stdout
+    assert "rc=0x0, success" in out and pcr16_after("kernel") in out
+    assert "address=0xfeb00000, localities=5, ppi=False" in tpmdev_state("show", saved).stdout
+
+
+def test_unknown_configuration_refused(tmp_path: Path) -> None:
+    saved = tmp_path / "s.tpmstate"
+    tpmdev_state("save", saved, "--frontend", "crb")
+    p = _state.parse(saved.read_bytes())
+    info = dict(p.info, config=dict(p.info["config"], turbo=True))
+    sections = dict(p.sections)
+    sections[b"DEVC"] = json.dumps(info, sort_keys=True).encode()
+    forged = tmp_path / "forged.tpmstate"
+    forged.write_bytes(_state._pack(p.frontend, p.tpm_version, p.backend, list(sections.items())))
+    result = tpmdev_state("load", forged, "-c", "startup", ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "options this tpmdev does not know: 'turbo'" in result.stderr
 
 
 def test_readme_state_section_runs() -> None:

@@ -225,7 +225,7 @@ def test_inconsistent_blobs_are_refused(victim: tuple[Any, bytes]) -> None:
         (8, 2, "IRQ level"),
         (0, b"short", "register image"),
         (2, b"\x00\x09\x00\x00\x00", "locality state"),
-        (9, (b"", 2, 0), "selftest_done"),
+        (9, (b"", 2, 0), "posted completion"),
     ):
         changed = core.copy()
         changed[index] = value
@@ -235,6 +235,99 @@ def test_inconsistent_blobs_are_refused(victim: tuple[Any, bytes]) -> None:
         with pytest.raises(StateError, match=message):
             dev.load(bad)
     assert fingerprint(dev) == before
+
+
+def _edit_core(blob: bytes, index: int, value: object) -> bytes:
+    core = list(_state.decode_tuple(_state.parse(blob).sections[b"CORE"], "CORE"))
+    core[index] = value
+    encoded = _state.encode_tuple(tuple(core))
+    return rebuild(blob, lambda s: s.__setitem__(b"CORE", encoded))
+
+
+@pytest.mark.parametrize(
+    ("frontend", "index", "value", "message"),
+    [
+        ("TIS", 2, b"\x03\x00\x00\x00\x00", "locality 0 in EXECUTION"),
+        ("TIS", 2, b"\x00\x00\x00\x00\x03", "locality 4 in EXECUTION"),
+        ("TIS", 7, 0, "command locality = 0"),
+        ("TIS", 9, (b"\x80\x01" + bytes(8), 0, 0), "posted completion"),
+        ("TISI2C", 7, 0, "command locality = 0"),
+        ("CRB", 3, 0, "command locality = 0"),
+        ("CRB", 5, (b"\x80\x01" + bytes(8), 0, 0), "posted completion"),
+        ("SPAPR", 3, 1, "state EXECUTION"),
+        ("SPAPR", 4, (b"\x80\x01" + bytes(8), 0, 0), "posted completion"),
+    ],
+)
+def test_a_command_in_flight_is_refused(
+    frontend: str, index: int, value: object, message: str, impl: str
+) -> None:
+    """save() completes the command in flight: a state that has one (the guest
+    would wait for a response no backend sends) is not one save() wrote."""
+    dev, _ = exchanged(frontend, impl, 20)
+    blob = dev.save()
+    before = fingerprint(dev)
+    with pytest.raises(StateError, match=rf"{message}.*completes the command in flight|{message}.*applies"):
+        dev.load(_edit_core(blob, index, value))
+    assert fingerprint(dev) == before
+    dev.load(blob)  # the state as saved loads
+    dev.close()
+
+
+def test_i2c_register_address_is_worked_out_again(impl: str) -> None:
+    """The TIS address an I2C transaction latched is not taken from the state
+    (QEMU does not migrate it): a load works it out from the register the
+    transaction addresses and the selected locality."""
+    dev, _ = exchanged("TISI2C", impl, 12)
+    dev.i2c.i2c_start(False)
+    assert dev.i2c.i2c_send(0x18)  # TPM_I2C_STS: a read of it comes next
+    blob = dev.save()
+    bus = list(_state.decode_tuple(_state.parse(blob).sections[b"I2C "], "I2C"))
+    latched = bus[3]
+    bus[3] = 0x4FFE  # (a 4-byte read there would run past the TIS region)
+    encoded = _state.encode_tuple(tuple(bus))
+    forged = rebuild(blob, lambda s: s.__setitem__(b"I2C ", encoded))
+    with device_class("TISI2C", impl)(Builtin(seed=1)) as other:
+        other.load(forged)
+        assert other._capture_bus()[3] == latched
+        other.i2c.i2c_start(True)
+        dev.i2c.i2c_start(True)
+        assert [other.i2c.i2c_recv() for _ in range(4)] == [dev.i2c.i2c_recv() for _ in range(4)]
+    dev.close()
+
+
+def test_backend_classes_name_their_state_kind() -> None:
+    from tpmdev.backends.emulator import Emulator
+    from tpmdev.backends.libtpms import Libtpms
+    from tpmdev.backends.passthrough import Passthrough
+
+    kinds = {
+        Builtin: "builtin",
+        Libtpms: "libtpms",
+        Emulator: "swtpm",
+        Passthrough: "passthrough",
+        Other: "other",
+    }
+    for cls, kind in kinds.items():
+        assert cls.state_kind == kind
+
+    class Mine(Builtin):
+        pass
+
+    class Declared(Other):
+        state_kind = "libtpms"
+
+    assert _state.backend_kind(Mine(seed=1)) == "builtin"
+    assert _state.backend_kind(Declared()) == "libtpms"  # the attribute, not the class's name, decides
+
+
+def test_malformed_descriptions_are_refused(one_victim: tuple[Any, bytes]) -> None:
+    _, blob = one_victim
+    deep = rebuild(blob, lambda s: s.__setitem__(b"DEVC", b"[" * 100_000 + b"]" * 100_000))
+    with pytest.raises(StateError, match="not UTF-8 JSON"):
+        _state.parse(deep)
+    empty = rebuild(blob, lambda s: s.__setitem__(b"CORE", _state.encode_tuple(())))
+    with pytest.raises(StateError, match="0 fields"):
+        _state.describe(empty)
 
 
 def test_wrong_frontend_kind(impl: str) -> None:

@@ -10,8 +10,10 @@
   loads FILE, runs the commands, and with ``--save`` writes the new state;
 * ``tpmdev state show FILE`` prints what FILE holds.
 
-Commands (``-c``): ``startup``, ``extend=TEXT`` (SHA-256 of TEXT into PCR
-16), ``pcr-read`` (PCR 16, SHA-256), ``random=N``, or a whole command in hex.
+Commands (``-c``): ``startup``, ``extend=TEXT`` (the digest of TEXT into
+PCR 16: SHA-256 on a TPM 2.0, SHA-1 on a TPM 1.2), ``pcr-read`` (PCR 16; its
+SHA-256 bank on a TPM 2.0), ``random=N`` (N bytes, 0..65535, ASCII digits), or
+a whole command in hex.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import tpmdev
 from tpmdev import _state
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
-from tpmdev.errors import ConfigurationError, TpmDevError
+from tpmdev.errors import ConfigurationError, StateError, TpmDevError
+from tpmdev.hw.regs import CRB_BASE_ADDRESS
 from tpmdev.wire import parse_header
 
 __all__ = ["register"]
@@ -34,6 +37,17 @@ __all__ = ["register"]
 #: CLI frontend names -> the state format's frontend kinds.
 _FRONTENDS = {"tis": "TIS", "tis-sysbus": "TIS-sysbus", "tis-i2c": "TIS-I2C", "crb": "CRB", "spapr": "SPAPR"}
 _BACKEND_SPECS = {"builtin": "builtin", "libtpms": "libtpms", "swtpm": "swtpm"}
+#: The configuration options a state file may carry, per frontend (the
+#: devices' ``_state_config``), and those of them the device's constructor takes.
+_CONFIG_KEYS = {
+    "TIS": ("irq_num", "ppi"),
+    "TIS-sysbus": ("irq_num", "ppi"),
+    "TIS-I2C": (),
+    "CRB": ("localities", "address", "ppi"),
+    "SPAPR": (),
+}
+#: The largest ``random=N`` (the commands' 16-bit count).
+_RANDOM_MAX = 0xFFFF
 
 
 def register(subparsers: Any) -> None:
@@ -66,7 +80,6 @@ def register(subparsers: Any) -> None:
     p_show = sub.add_parser("show", help="print what a state file holds")
     p_show.add_argument("file", type=Path)
     p_show.set_defaults(func=_show)
-    parser.set_defaults(func=lambda args: _fail(parser.format_usage()))
 
 
 def _fail(message: str) -> int:
@@ -74,12 +87,30 @@ def _fail(message: str) -> int:
     return 2
 
 
+class _UsageError(Exception):
+    """A command-line argument that makes no sense (exit status 2)."""
+
+
 def _run(args: argparse.Namespace, body: Callable[[argparse.Namespace], int]) -> int:
     try:
         return body(args)
+    except _UsageError as exc:
+        return _fail(str(exc))
     except (OSError, TpmDevError) as exc:
         print(f"tpmdev state: {exc}", file=sys.stderr)
         return 1
+
+
+def _count(spec: str, arg: str) -> int:
+    """The N of ``random=N``: ASCII digits, 0..65535."""
+    if not (arg.isascii() and arg.isdigit()):
+        raise _UsageError(
+            f"command {spec!r}: random=N takes a byte count in decimal digits (0..{_RANDOM_MAX})"
+        )
+    n = int(arg)
+    if n > _RANDOM_MAX:
+        raise _UsageError(f"command {spec!r}: random=N asks for at most {_RANDOM_MAX} bytes, got {n}")
+    return n
 
 
 def _command(spec: str, version: int) -> bytes:
@@ -91,8 +122,8 @@ def _command(spec: str, version: int) -> bytes:
             return C.tpm2_pcr_extend(16, hashlib.sha256(arg.encode()).digest())
         if spec == "pcr-read":
             return C.tpm2_pcr_read([16])
-        if name == "random" and arg.isdigit():
-            return C.tpm2_get_random(int(arg))
+        if name == "random":
+            return C.tpm2_get_random(_count(spec, arg))
     else:
         if spec == "startup":
             return C.tpm12_startup()
@@ -100,8 +131,8 @@ def _command(spec: str, version: int) -> bytes:
             return C.tpm12_extend(16, hashlib.sha1(arg.encode()).digest())
         if spec == "pcr-read":
             return C.tpm12_pcr_read(16)
-        if name == "random" and arg.isdigit():
-            return C.tpm12_get_random(int(arg))
+        if name == "random":
+            return C.tpm12_get_random(_count(spec, arg))
     try:
         raw = bytes.fromhex(spec.removeprefix("hex:"))
     except ValueError:
@@ -120,28 +151,34 @@ def _backend(spec: str, version: int) -> Backend:
 
 
 class _Guest:
-    """A device of one frontend kind with the guest driver that runs commands on it."""
+    """A device of one frontend kind and the guest driver that runs commands on it."""
 
     def __init__(self, frontend: str, backend: Backend, config: dict[str, Any]) -> None:
-        from tpmdev.drivers.crb import CrbDriver
-        from tpmdev.drivers.spapr import IbmvtpmDriver, SpaprPlatform
-        from tpmdev.drivers.tis import TisDriver
-        from tpmdev.drivers.tis_i2c import TisI2CDriver
+        from tpmdev.drivers.spapr import SpaprPlatform
 
+        known = _CONFIG_KEYS[frontend]
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            backend.close()
+            raise StateError(
+                f"the state's {frontend} configuration has options this tpmdev does not know: "
+                f"{', '.join(map(repr, unknown))} (known: {', '.join(known) or 'none'})"
+            )
         self.dev: Any
-        self.transmit: Callable[[bytes], bytes]
+        self._driver: Any = None
         if frontend == "TIS":
             self.dev = tpmdev.TIS(backend, irq_num=config.get("irq_num", 5), ppi=config.get("ppi", True))
-            self.transmit = TisDriver(self.dev).transmit
         elif frontend == "TIS-sysbus":
             self.dev = tpmdev.TISSysbus(backend, irq_num=config.get("irq_num", 5))
-            self.transmit = TisDriver(self.dev).transmit
         elif frontend == "CRB":
-            self.dev = tpmdev.CRB(backend, **config)
-            self.transmit = CrbDriver(self.dev).transmit
+            self.dev = tpmdev.CRB(
+                backend,
+                localities=config.get("localities", 1),
+                address=config.get("address", CRB_BASE_ADDRESS),
+                ppi=config.get("ppi", True),
+            )
         elif frontend == "TIS-I2C":
             self.dev = tpmdev.TISI2C(backend)
-            self.transmit = TisI2CDriver(self.dev).transmit
         else:
             platform = SpaprPlatform()
             self.dev = tpmdev.SPAPR(
@@ -150,14 +187,17 @@ class _Guest:
                 dma_write=platform.dma_write,
                 send_crq=platform.send_crq,
             )
-            driver = IbmvtpmDriver(self.dev, platform)
-            self.probe = driver.probe
-            self.transmit = driver.transmit
+
+    def attach(self) -> None:
+        """Bind (and probe) the guest driver, as the guest's kernel would."""
+        from tpmdev.drivers import for_device
+
+        self._driver = for_device(self.dev)
 
     def run(self, specs: list[str], version: int) -> None:
         for spec in specs:
             command = _command(spec, version)
-            response = self.transmit(command)
+            response = self._driver.transmit(command)
             rc = parse_header(response)[2]
             print(f"> {spec}")
             print(f"  response {response.hex()} (rc={rc:#x}{', success' if rc == 0 else ''})")
@@ -174,8 +214,7 @@ def _do_save(args: argparse.Namespace) -> int:
         return _fail("the TIS over I2C is a TPM 2.0 interface; use --tpm 2.0")
     guest = _Guest(frontend, _backend(args.backend, version), {})
     with guest.dev as dev:
-        if frontend == "SPAPR":
-            guest.probe()
+        guest.attach()
         guest.run(args.command, version)
         blob = dev.save()
     args.file.write_bytes(blob)
@@ -198,8 +237,7 @@ def _do_load(args: argparse.Namespace) -> int:
     guest = _Guest(parsed.frontend, _backend(spec, parsed.tpm_version), parsed.info["config"])
     with guest.dev as dev:
         dev.load(blob)
-        if parsed.frontend == "SPAPR":
-            guest.probe()  # (the driver's side: queue, buffer; the device state is loaded)
+        guest.attach()  # (the driver's side: probe, SPAPR queue and buffer; the device state is loaded)
         print(f"loaded {args.file}: {parsed.frontend} on {type(dev.backend).__name__}")
         guest.run(args.command, parsed.tpm_version)
         if args.save is not None:

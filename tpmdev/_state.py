@@ -37,8 +37,12 @@ Sections (``DEVC`` and ``CORE`` always; the others when the device has them):
   :meth:`tpmdev.hw.tis.TisCore.capture`, :meth:`tpmdev.hw.crb.CrbCore.capture`,
   :meth:`tpmdev.hw.spapr.SpaprCore.capture`) in a small typed encoding: each
   value is a tag byte, ``N`` (None), ``I`` (8-byte signed int), ``B`` (4-byte
-  length, bytes) or ``T`` (4-byte count, values).
-* ``I2C `` -- the I2C layer's capture (TIS-I2C).
+  length, bytes) or ``T`` (4-byte count, values). It never holds a command
+  in flight (save() lets it complete first): no TIS locality in EXECUTION,
+  no command locality (TIS, CRB), no sPAPR EXECUTION state, and the last
+  field, the posted completion, is always None (kept for the layout).
+* ``I2C `` -- the I2C layer's capture (TIS-I2C); its ``tis_addr`` is not
+  used: a load works it out again from the transaction, as QEMU does.
 * ``PPI `` -- the Physical Presence Interface page (when the device has one).
 * ``TPMP``, ``TPMV``, ``TPMS`` -- the backend's permanent, volatile and
   savestate blobs (:meth:`tpmdev.backends.Backend.get_state`; empty = none).
@@ -49,7 +53,8 @@ type and minimal length, the magic, the format version, the total length
 the device: frontend kind, TPM version, backend kind (Builtin loads Builtin
 blobs; Libtpms and swtpm, both libtpms, load each other's; a backend of
 another class loads blobs of its own class; Passthrough has no state), the
-configuration, and every value of the core state (sizes, ranges). A refusal
+configuration, and every value of the core state (sizes, ranges, no command
+in flight). A refusal
 is a :class:`tpmdev.StateError` naming the problem, and the device and its
 backend are as they were. Only the backend can still refuse after that (a
 blob its TPM cannot use): Builtin and Libtpms then keep their state
@@ -95,6 +100,8 @@ from tpmdev.hw.regs import (
     TIS_NO_LOCALITY,
     TIS_NUM_LOCALITIES,
     TIS_REGION_SIZE,
+    TIS_STATE_EXECUTION,
+    TIS_STATE_NAMES,
 )
 
 if TYPE_CHECKING:
@@ -126,12 +133,6 @@ _FRONTEND_NAMES = {v: k for k, v in FRONTEND_KINDS.items()}
 _BACKEND_NAMES = {v: k for k, v in BACKEND_KINDS.items()}
 #: Which backend kinds load which: both libtpms-based backends share blobs.
 _FAMILY = {"builtin": "builtin", "libtpms": "libtpms", "swtpm": "libtpms", "other": "other"}
-_BACKEND_CLASSES = {
-    "tpmdev.backends.builtin.Builtin": "builtin",
-    "tpmdev.backends.libtpms.Libtpms": "libtpms",
-    "tpmdev.backends.emulator.Emulator": "swtpm",
-    "tpmdev.backends.passthrough.Passthrough": "passthrough",
-}
 _VERSION_NAMES = {1: "TPM 1.2", 2: "TPM 2.0"}
 
 _HEADER = struct.Struct(">8sHBBBBI")
@@ -308,7 +309,8 @@ def parse(blob: object) -> ParsedState:
             raise StateError(f"device state: the {tag.decode().strip()} section is missing")
     try:
         info = json.loads(sections[b"DEVC"].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # (RecursionError: JSON nested deeper than the parser goes)
         raise StateError("device state: the DEVC section is not UTF-8 JSON") from None
     if not isinstance(info, dict) or not isinstance(info.get("config"), dict):
         raise StateError("device state: the DEVC section is not a device description")
@@ -354,11 +356,16 @@ def _show(value: object) -> str:
 
 
 def _describe_core(frontend: str, core: tuple[object, ...]) -> list[str]:
+    from tpmdev.hw.spapr import SPAPR_VTPM_STATE_COMPLETION, SPAPR_VTPM_STATE_EXECUTION, SPAPR_VTPM_STATE_NONE
+
+    if not core:
+        raise _bad("0 fields")
     posted = "none" if core[-1] is None else "a response not yet applied"
     if frontend in ("TIS", "TIS-sysbus", "TIS-I2C") and len(core) == 10:
-        names = ("IDLE", "READY", "COMPLETION", "EXECUTION", "RECEPTION")
         states = core[2] if isinstance(core[2], bytes) else b""
-        loc = ", ".join(f"{i}:{names[s] if s < len(names) else s}" for i, s in enumerate(states))
+        loc = ", ".join(
+            f"{i}:{TIS_STATE_NAMES[s] if s < len(TIS_STATE_NAMES) else s}" for i, s in enumerate(states)
+        )
         return [
             f"active locality {_loc(core[4])}, next {_loc(core[5])}, aborting {_loc(core[6])}",
             f"locality states {loc}",
@@ -367,23 +374,27 @@ def _describe_core(frontend: str, core: tuple[object, ...]) -> list[str]:
         ]
     if frontend == "CRB" and len(core) == 6:
         return [
-            f"active locality {_loc(core[1])}, waiting mask {_show(core[2])}",
-            f"command locality {_loc(core[3])}, command length {core[4]}",
+            f"active locality {_loc(core[1], CRB_NO_LOCALITY)}, waiting mask {_show(core[2])}",
+            f"command locality {_loc(core[3], CRB_NO_LOCALITY)}, command length {core[4]}",
             f"posted completion: {posted}",
         ]
     if frontend == "SPAPR" and len(core) == 5:
-        spapr_names = ("NONE", "EXECUTION", "COMPLETION")
+        spapr_names = {
+            SPAPR_VTPM_STATE_NONE: "NONE",
+            SPAPR_VTPM_STATE_EXECUTION: "EXECUTION",
+            SPAPR_VTPM_STATE_COMPLETION: "COMPLETION",
+        }
         state = core[3]
         return [
-            f"state {spapr_names[state] if isinstance(state, int) and 0 <= state < 3 else state}",
+            f"state {spapr_names.get(state, state) if isinstance(state, int) else state!r}",
             f"request entry {_show(core[1])}",
             f"posted completion: {posted}",
         ]
     return [repr(core)]
 
 
-def _loc(value: object) -> str:
-    return "none" if value == TIS_NO_LOCALITY else str(value)
+def _loc(value: object, none: int = TIS_NO_LOCALITY) -> str:
+    return "none" if value == none else str(value)
 
 
 # -- checks of a core state -----------------------------------------------------------
@@ -403,12 +414,11 @@ def _bytes(value: object, size: int, what: str, exact: bool = True) -> bytes:
     return value
 
 
-def _posted(value: object) -> object:
-    if value is None:
-        return None
-    if not isinstance(value, tuple) or len(value) != 3 or not isinstance(value[0], bytes):
-        raise _bad("posted completion")
-    return (value[0], bool(_int(value[1], 0, 1, "selftest_done")), bool(_int(value[2], 0, 1, "failed")))
+def _not_posted(value: object) -> None:
+    # (the field is always None in what save() and snapshot() write: both let
+    # the command in flight complete first; kept for the format's layout)
+    if value is not None:
+        raise _bad("a posted completion (save() applies the response of the command in flight first)")
 
 
 def _shape(state: tuple[object, ...], n: int) -> None:
@@ -416,12 +426,22 @@ def _shape(state: tuple[object, ...], n: int) -> None:
         raise _bad(f"{len(state)} fields, expected {n}")
 
 
+# A state blob never holds a command in flight: save() lets it complete first.
+# A blob that did would leave the guest waiting for a response no one sends.
+_IN_FLIGHT = "(save() completes the command in flight first)"
+
+
 def check_tis_core(state: tuple[object, ...]) -> tuple[object, ...]:
     _shape(state, 10)
     locs = (TIS_NO_LOCALITY,)
     states = _bytes(state[2], TIS_NUM_LOCALITIES, "locality states")
-    for s in states:
-        _int(s, 0, 4, "locality state")
+    for i, s in enumerate(states):
+        _int(s, 0, len(TIS_STATE_NAMES) - 1, "locality state")
+        if s == TIS_STATE_EXECUTION:
+            raise _bad(f"locality {i} in EXECUTION {_IN_FLIGHT}")
+    if state[7] != TIS_NO_LOCALITY:
+        raise _bad(f"command locality = {state[7]!r}, expected none {_IN_FLIGHT}")
+    _not_posted(state[9])
     return (
         _bytes(state[0], TIS_REGION_SIZE, "register image"),
         _bytes(state[1], TIS_BUFFER_MAX, "buffer"),
@@ -430,35 +450,47 @@ def check_tis_core(state: tuple[object, ...]) -> tuple[object, ...]:
         _int(state[4], 0, TIS_NUM_LOCALITIES - 1, "active locality", locs),
         _int(state[5], 0, TIS_NUM_LOCALITIES - 1, "next locality", locs),
         _int(state[6], 0, TIS_NUM_LOCALITIES - 1, "aborting locality", locs),
-        _int(state[7], 0, TIS_NUM_LOCALITIES - 1, "command locality", locs),
+        TIS_NO_LOCALITY,
         _int(state[8], 0, 1, "IRQ level"),
-        _posted(state[9]),
+        None,
     )
 
 
 def check_crb_core(state: tuple[object, ...], localities: int) -> tuple[object, ...]:
     _shape(state, 6)
-    locs = (CRB_NO_LOCALITY,)
+    if state[3] != CRB_NO_LOCALITY:
+        raise _bad(f"command locality = {state[3]!r}, expected none {_IN_FLIGHT}")
+    _not_posted(state[5])
     return (
         _bytes(state[0], localities * CRB_LOCALITY_SIZE, "register image"),
-        _int(state[1], 0, localities - 1, "active locality", locs),
+        _int(state[1], 0, localities - 1, "active locality", (CRB_NO_LOCALITY,)),
         _int(state[2], 0, (1 << localities) - 1, "waiting localities"),
-        _int(state[3], 0, localities - 1, "command locality", locs),
+        CRB_NO_LOCALITY,
         _int(state[4], 0, CRB_BUFFER_SIZE, "command length"),
-        _posted(state[5]),
+        None,
     )
 
 
 def check_spapr_core(state: tuple[object, ...]) -> tuple[object, ...]:
-    from tpmdev.hw.spapr import SPAPR_VTPM_BUFFER_MAX, SPAPR_VTPM_CRQ_SIZE
+    from tpmdev.hw.spapr import (
+        SPAPR_VTPM_BUFFER_MAX,
+        SPAPR_VTPM_CRQ_SIZE,
+        SPAPR_VTPM_STATE_COMPLETION,
+        SPAPR_VTPM_STATE_EXECUTION,
+        SPAPR_VTPM_STATE_NONE,
+    )
 
     _shape(state, 5)
+    vtpm_state = _int(state[3], SPAPR_VTPM_STATE_NONE, SPAPR_VTPM_STATE_COMPLETION, "state")
+    if vtpm_state == SPAPR_VTPM_STATE_EXECUTION:
+        raise _bad(f"state EXECUTION {_IN_FLIGHT}")
+    _not_posted(state[4])
     return (
         _bytes(state[0], SPAPR_VTPM_BUFFER_MAX, "buffer"),
         _bytes(state[1], SPAPR_VTPM_CRQ_SIZE, "request entry"),
         _bytes(state[2], SPAPR_VTPM_BUFFER_MAX, "command", exact=False),
-        _int(state[3], 0, 2, "state"),
-        _posted(state[4]),
+        vtpm_state,
+        None,
     )
 
 
@@ -468,7 +500,9 @@ def check_i2c(state: tuple[object, ...]) -> tuple[object, ...]:
         _int(state[0], 0, 2, "I2C operation"),
         _int(state[1], 0, 5, "I2C offset"),
         _bytes(state[2], 5, "I2C transaction buffer"),
-        _int(state[3], 0, TIS_REGION_SIZE - 1, "I2C register address", (-1,)),
+        # (the TIS address the transaction latched: not QEMU's, not used; the
+        # restore works it out again from the register and the locality)
+        _int(state[3], -(1 << 63), (1 << 63) - 1, "I2C register address"),
         _int(state[4], 0, TIS_NUM_LOCALITIES - 1, "I2C locality selection"),
         _int(state[5], 0, 1, "I2C checksum flag"),
     )
@@ -476,12 +510,10 @@ def check_i2c(state: tuple[object, ...]) -> tuple[object, ...]:
 
 # -- the device side ----------------------------------------------------------------------
 def backend_kind(backend: Backend) -> str:
-    """``builtin``, ``libtpms``, ``swtpm``, ``passthrough`` or ``other``."""
-    for cls in type(backend).__mro__:
-        kind = _BACKEND_CLASSES.get(f"{cls.__module__}.{cls.__qualname__}")
-        if kind is not None:
-            return kind
-    return "other"
+    """``builtin``, ``libtpms``, ``swtpm``, ``passthrough`` or ``other``: the
+    class's :attr:`tpmdev.backends.Backend.state_kind`."""
+    kind = getattr(type(backend), "state_kind", "other")
+    return kind if kind in BACKEND_KINDS or kind == "passthrough" else "other"
 
 
 def _ppi_page(device: Device) -> Optional[np.ndarray]:
@@ -686,8 +718,7 @@ def rollback(device: Device, snap: object) -> None:
             f"{device._name} rollback: takes a snapshot() of this same device, got "
             f"{'a snapshot of another device' if isinstance(snap, DeviceSnapshot) else type(snap).__name__}"
         )
-    if device._closed:
-        device._check_open()
+    device._check_open()
     if device._job is not None:
         device.wait()
     if snap.backend is not device._owned.backend:

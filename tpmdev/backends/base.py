@@ -59,7 +59,7 @@ import abc
 import os
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError
 
@@ -171,6 +171,12 @@ class Backend(abc.ABC):
     check arguments and the closed / failed latch, then call the inner step
     (see the module documentation).
     """
+
+    #: Which device states the backend takes (:mod:`tpmdev._state`): ``"builtin"``,
+    #: ``"libtpms"`` or ``"swtpm"`` (the two libtpms kinds load each other's),
+    #: ``"passthrough"`` (no state), ``"other"`` (a class of the host's own: only
+    #: states of the same class). Written into a saved state; subclasses inherit it.
+    state_kind: ClassVar[str] = "other"
 
     _closed: bool = False
     _failure: str | None = None

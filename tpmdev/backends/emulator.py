@@ -117,7 +117,7 @@ import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any, Union
+from typing import Any, ClassVar, IO, Union
 
 from tpmdev.backends.base import (
     DEFAULT_BUFFER_SIZE,
@@ -382,6 +382,8 @@ class Emulator(Backend):
     reached, its TPM family cannot be told, or it lacks a capability QEMU
     requires.
     """
+
+    state_kind: ClassVar[str] = "swtpm"
 
     def __init__(
         self,

@@ -109,7 +109,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from ctypes import POINTER, c_uint8, c_uint32
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from tpmdev.backends import _libtpms_api as api_mod
 from tpmdev.backends._libtpms_api import (
@@ -570,6 +570,8 @@ class Libtpms(Backend):
     :class:`tpmdev.ConfigurationError` for a bad *tpm_version*, directory
     or library.
     """
+
+    state_kind: ClassVar[str] = "libtpms"
 
     def __init__(
         self,

@@ -92,7 +92,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, NoReturn, Optional, Union
+from typing import Any, ClassVar, NoReturn, Optional, Union
 
 from tpmdev.backends._probe import probe_buffer_size, probe_version
 from tpmdev.backends.base import DEFAULT_BUFFER_SIZE, MAX_RESPONSE_SIZE, Backend, check_path, check_timeout
@@ -165,6 +165,8 @@ class Passthrough(Backend):
     busy device says so), is not a TPM, or has no cancel file, and
     :class:`tpmdev.ConfigurationError` for an argument of the wrong kind.
     """
+
+    state_kind: ClassVar[str] = "passthrough"
 
     def __init__(
         self,

@@ -71,7 +71,7 @@ def for_device(
 
     * :class:`tpmdev.TIS`, :class:`tpmdev.TISSysbus`: ``tpm_tis`` (probe:
       TPM 2.0 or 1.2 from the answer to the TPM 2.0 probe);
-    * :class:`tpmdev.CRB`: ``tpm_crb`` (TPM 2.0);
+    * :class:`tpmdev.CRB`: ``tpm_crb`` (TPM 2.0), at the device's ``address``;
     * :class:`tpmdev.TISI2C`: ``tpm_tis_i2c`` (its probe: guard times, locality
       0, the data checksum, then the TIS probe);
     * :class:`tpmdev.SPAPR`: ``tpm_ibmvtpm`` over *platform*, the
@@ -91,7 +91,7 @@ def for_device(
         tis.probe()
         return tis
     if isinstance(kind, CRB):
-        crb = CrbDriver(dev, timeouts=timeouts, timeout=timeout)
+        crb = CrbDriver(dev, address=kind.address, timeouts=timeouts, timeout=timeout)
         crb.probe()
         return crb
     if isinstance(kind, TISI2C):

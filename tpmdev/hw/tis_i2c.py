@@ -381,8 +381,11 @@ class TisI2CCore:
     # ------------------------------------------------------------------
     def capture(self) -> tuple[object, ...]:
         """The I2C layer's own state (the TIS core's is captured by the
-        core): ``(operation, offset, data, tis_addr, loc_sel, csum_enable)``,
-        QEMU's "tpm-tis-i2c" fields."""
+        core): ``(operation, offset, data, tis_addr, loc_sel, csum_enable)``.
+        QEMU's "tpm-tis-i2c" VMState has all of them but ``tis_addr``, which
+        its destination works out again after the load; so does
+        :meth:`restore` (the field stays in the tuple for the state format's
+        layout, and a restore ignores it)."""
         return (
             self._operation,
             self._offset,
@@ -397,9 +400,15 @@ class TisI2CCore:
         self._operation = state[0]
         self._offset = state[1]
         self._data[:] = state[2]
-        self._tis_addr = state[3]
         self._loc_sel = state[4]
         self._csum_enable = state[5]
+        # As QEMU after a load: the TIS address from the register the
+        # transaction addressed (data[0], once a byte came) and the locality
+        # selected; state[3] is not trusted (a bad one would reach past the
+        # TIS region on the guest's next access).
+        self._tis_addr = _LOCAL
+        if self._offset >= 1:
+            self._select(self._data[0])
 
 
 def _as_int(value: object) -> int | None:

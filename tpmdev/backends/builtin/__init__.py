@@ -81,7 +81,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Iterable
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from tpmdev.backends.base import Backend, check_tpm_version
 from tpmdev.backends.builtin import _constants, _state
@@ -122,6 +122,8 @@ class Builtin(Backend):
 
     Raises :class:`tpmdev.ConfigurationError` for an unusable option.
     """
+
+    state_kind: ClassVar[str] = "builtin"
 
     def __init__(
         self,
