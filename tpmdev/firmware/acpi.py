@@ -55,7 +55,6 @@ from typing import Any, Optional
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import aml as A
 from tpmdev.firmware import tpm_aml
-from tpmdev.firmware.ppi import PPI_ADDRESS
 from tpmdev.hw.regs import TPM_CRB_CTRL_REQ
 
 __all__ = [
@@ -117,9 +116,6 @@ TCPA_LASA_OFFSET = 42
 #: the event-log area QEMU reserves: the tables' log area minimum length (LAML)
 TPM_LOG_AREA_MINIMUM_SIZE = 0x10000
 
-#: Physical Presence Interface page on the PC machines
-_PPI_ADDRESS = PPI_ADDRESS
-
 _HEADER = struct.Struct("<4sIBB6s8sI4sI")
 # TPM2 body: platform class, reserved, control area address, start method,
 # start-method parameters (12 bytes), LAML, LASA
@@ -145,8 +141,6 @@ class FirmwarePlatform:
     start_method: int
     #: TPM2 address of the CRB control area (0 for a TIS)
     control_area: int
-    #: guest-physical address of the PPI page (PC machines)
-    ppi_address: int
 
 
 def platform_of(dev: Any) -> FirmwarePlatform:
@@ -156,11 +150,11 @@ def platform_of(dev: Any) -> FirmwarePlatform:
     kind = tpm_aml.frontend_kind(dev)
     scope = tpm_aml.device_scope(kind)
     if kind == tpm_aml.KIND_TIS_SYSBUS:
-        return FirmwarePlatform(kind, False, scope, 2, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+        return FirmwarePlatform(kind, False, scope, 2, TPM2_START_METHOD_MMIO, 0)
     if kind == tpm_aml.KIND_TIS:
-        return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+        return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_MMIO, 0)
     control_area = dev.address + TPM_CRB_CTRL_REQ
-    return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_CRB, control_area, _PPI_ADDRESS)
+    return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_CRB, control_area)
 
 
 def log_table(dev: Any) -> Optional[str]:

@@ -85,9 +85,8 @@ def fw_cfg_files(dev: Any) -> dict[str, bytes]:
     """
     platform = acpi.platform_of(dev)
     files: dict[str, bytes] = {}
-    if platform.pc and dev.ppi:
-        address = getattr(dev, "ppi_address", None) or platform.ppi_address
-        files[TPM_CONFIG_FILE] = tpm_config(address, dev.tpm_version)
+    if platform.pc and dev.ppi is not None:
+        files[TPM_CONFIG_FILE] = tpm_config(dev.ppi.address, dev.tpm_version)
     # QUIRK: QEMU adds etc/tpm/log even when no table points at it (then empty).
     files[TPM_LOG_FILE] = tpm_log(acpi.log_table(dev) is not None)
     return files
