@@ -124,9 +124,10 @@ class PcrMismatch(NamedTuple):
 def check(log: EventLog, tpm: Any, *, tpm_version: Optional[int] = None) -> list[PcrMismatch]:
     """Compare :func:`replay` with the TPM's PCR_Read (TPM 1.2: TPM_PcrRead).
 
-    *tpm* is a device (TIS, TIS on sysbus, CRB) or a guest driver (anything
-    with ``transmit(command) -> response``). Returns the mismatches, empty
-    when the TPM agrees with the log on every bank and PCR the log covers.
+    *tpm* is a device (driven with :func:`tpmdev.drivers.for_device`) or a
+    guest driver (anything with ``transmit(command) -> response``). Returns
+    the mismatches, empty when the TPM agrees with the log on every bank and
+    PCR the log covers; a PCR above 23 is reported (``actual`` None), not read.
     """
     return _compare(log, _TpmConnection(tpm, tpm_version))
 
@@ -216,8 +217,9 @@ class _TpmConnection:
 class EventLogBuilder:
     """Measure through a device as firmware does, keeping the event log.
 
-    :param tpm: a device (TIS, TIS on sysbus, CRB: driven at locality 0 with
-        :mod:`tpmdev.drivers`) or a guest driver with ``transmit()``. The TPM
+    :param tpm: a device (TIS, TIS on sysbus, CRB, ...: driven with the
+        driver :func:`tpmdev.drivers.for_device` probes) or a guest driver
+        with ``transmit()``. The TPM
         must be started (TPM2_Startup / TPM_Startup) already.
     :param banks: the banks to measure into (names); default every bank the
         TPM has allocated. A TPM 1.2 has ``sha1`` only and gets a legacy log.
