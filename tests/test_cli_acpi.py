@@ -161,3 +161,22 @@ def test_checksums_reported_valid(tmp_path: Path) -> None:
     assert result.stdout.count("checksum valid") == 2 and "BAD" not in result.stdout
     for table in tmp_path.glob("*.dat"):
         assert acpi.checksum(table.read_bytes()) == 0
+
+
+def test_disassemble_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An iasl that hangs (fault injection: a stand-in on PATH): stopped, a clear message, exit status 1."""
+    from tpmdev import _cli_acpi
+    from tpmdev.cli import main
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    iasl = bindir / "iasl"
+    iasl.write_text("#!/bin/sh\nexec sleep 30\n")
+    iasl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(_cli_acpi, "_IASL_TIMEOUT", 0.5)
+    assert main(["acpi", str(tmp_path / "out"), "--disassemble"]) == 1
+    err = capsys.readouterr().err
+    assert "iasl -d TPM2.dat did not finish within 0.5 s" in err and str(iasl) in err

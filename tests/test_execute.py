@@ -185,13 +185,29 @@ def test_ops_must_be_an_op_array(tis_class: type[tpmdev.TIS], ops: object) -> No
 
 def test_out_is_reused_and_checked(crb_class: type[tpmdev.CRB]) -> None:
     with crb_class(tpmdev.backends.Builtin()) as dev:
-        ops = tpmdev.make_ops([(R_, 0x30, 4, 0), (W_, 0x80, 2, 0xABCD), (R_, 0x80, 4, 0)])
+        ops = tpmdev.make_ops(
+            [
+                tpmdev.Op(R_, offset=0x30, size=4),
+                tpmdev.Op(W_, offset=0x80, size=2, value=0xABCD),
+                tpmdev.Op(R_, offset=0x80, size=4),
+            ]
+        )
         out = np.full(3, 7, np.uint64)
         assert dev.execute(ops, out) is out
         assert out.tolist() == [dev.read(0x30), 0xABCD, 0xABCD]
         for bad in (np.zeros(2, np.uint64), np.zeros(3, np.int64), [0, 0, 0]):
             with pytest.raises(tpmdev.AccessError, match="out must be"):
                 dev.execute(ops, bad)
+
+
+def test_make_ops_places_fields_by_name() -> None:
+    """Rows are (kind, offset, size, value), the dtype is (kind, size, offset, value)."""
+    ops = tpmdev.make_ops([tpmdev.Op(W_, offset=0x24, size=1, value=0x40), (R_, 0x30, 4, 0), (R_, 0x18, 2)])
+    assert ops.dtype == tpmdev.OP_DTYPE
+    assert ops["kind"].tolist() == [W_, R_, R_]
+    assert ops["offset"].tolist() == [0x24, 0x30, 0x18]
+    assert ops["size"].tolist() == [1, 4, 2]
+    assert ops["value"].tolist() == [0x40, 0, 0]
 
 
 def test_empty_and_strided_batches(tis_class: type[tpmdev.TIS]) -> None:

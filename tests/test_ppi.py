@@ -293,6 +293,20 @@ def test_without_page_refused(ppi_class: type[Dev]) -> None:
             P.init_functions(dev)
 
 
+def test_unknown_tpm_version_refused(ppi_class: type[Dev], monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0: the backend has not told the version; it must not pass for TPM 1.2
+    with ppi_class(Builtin()) as dev:
+        driver = driver_for(dev)
+        monkeypatch.setattr(type(dev), "tpm_version", property(lambda self: 0))
+        assert dev.ppi is not None
+        request_op(dev.ppi, 5)
+        with pytest.raises(tpmdev.ConfigurationError, match=r"TPM version is unknown \(0\)"):
+            P.init_functions(dev)
+        with pytest.raises(tpmdev.ConfigurationError, match=r"TPM version is unknown \(0\)"):
+            P.run_pending(dev, driver)
+        assert not dev.ppi.fields["func"].any() and int(dev.ppi.fields["pprq"]) == 5
+
+
 def test_bad_arguments_refused(ppi_class: type[Dev]) -> None:
     with ppi_class(Builtin()) as dev:
         driver = driver_for(dev)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from tpmdev import backends
 from tpmdev.errors import AccessError, BackendError, ConfigurationError, StateError, TpmDevError
 from tpmdev.hw import USE_EXTENSIONS
-from tpmdev.hw.ops import OP_DTYPE, OP_READ, OP_WRITE, make_ops
+from tpmdev.hw.ops import OP_DTYPE, OP_READ, OP_WRITE, Op, make_ops
 from tpmdev.crb import CRB
 from tpmdev.spapr import SPAPR
 from tpmdev.tis import TIS, TISSysbus
@@ -32,6 +32,7 @@ __all__ = [
     "OP_DTYPE",
     "OP_READ",
     "OP_WRITE",
+    "Op",
     "make_ops",
     "AccessError",
     "BackendError",

@@ -46,6 +46,8 @@ DEVICE_AML_FILE = "tpm-device.aml"
 FW_CFG_DIR = "fw_cfg"
 
 _IASL_COMPLAINT = re.compile(r"error|warning", re.IGNORECASE)
+#: seconds one ``iasl -d`` may take (it takes well under one on these tables)
+_IASL_TIMEOUT = 60.0
 
 
 def _address(text: str) -> int:
@@ -98,16 +100,13 @@ def register(subparsers: Any) -> None:
 
 def _make_device(frontend: str, version: int, ppi: bool) -> Any:
     # The built-in TPM: nothing to start, and the device presents the forced version.
+    # A device that fails to build closes the backend it was to own (tpmdev._device).
     backend = tpmdev.backends.open(f"builtin:{'2.0' if version == 2 else '1.2'}")
-    try:
-        if frontend == "tis":
-            return tpmdev.TIS(backend, tpm_version=version, ppi=ppi)
-        if frontend == "crb":
-            return tpmdev.CRB(backend, tpm_version=version, ppi=ppi)
-        return tpmdev.TISSysbus(backend, tpm_version=version)
-    except BaseException:
-        backend.close()
-        raise
+    if frontend == "tis":
+        return tpmdev.TIS(backend, tpm_version=version, ppi=ppi)
+    if frontend == "crb":
+        return tpmdev.CRB(backend, tpm_version=version, ppi=ppi)
+    return tpmdev.TISSysbus(backend, tpm_version=version)
 
 
 def write_firmware_files(
@@ -148,9 +147,21 @@ def _disassemble(path: Path, err: TextIO) -> bool:
     """``iasl -d`` of one table; False (and the complaint on *err*) if iasl is unhappy."""
     iasl = shutil.which("iasl")
     assert iasl is not None
-    proc = subprocess.run(
-        [iasl, "-d", path.name], cwd=path.parent, capture_output=True, text=True, timeout=60, check=False
-    )
+    try:
+        proc = subprocess.run(
+            [iasl, "-d", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=_IASL_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        err.write(
+            f"tpmdev acpi: iasl -d {path.name} did not finish within {_IASL_TIMEOUT:g} s "
+            f"(stopped); check the iasl found on PATH ({iasl})\n"
+        )
+        return False
     output = proc.stdout + proc.stderr
     complaints = [line for line in output.splitlines() if _IASL_COMPLAINT.search(line)]
     if proc.returncode != 0 or complaints:

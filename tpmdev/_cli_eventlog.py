@@ -26,6 +26,7 @@ from tpmdev.firmware.eventlog import (
     SpecIdEvent,
     parse,
     replay,
+    startup_locality_of,
 )
 
 __all__ = ["register", "run", "describe", "summarise"]
@@ -98,7 +99,7 @@ def describe(log: EventLog) -> list[str]:
 
 def describe_replay(log: EventLog) -> list[str]:
     values = replay(log)
-    locality = next((e.startup_locality for e in log.events if e.startup_locality is not None), None)
+    locality = startup_locality_of(log)
     note = f" (StartupLocality {locality})" if locality is not None else ""
     lines = ["", f"PCR values the log implies{note}:"]
     for bank in log.banks:

@@ -12,18 +12,17 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tpmdev._device import MmioDevice, check_callback, check_flag
+from tpmdev._device import MmioDevice
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError, ConfigurationError
-from tpmdev.firmware.described import FirmwareDescribed
-from tpmdev.firmware.ppi import PpiPage
+from tpmdev.firmware.described import FirmwareDescribed, PhysicalPresence
 from tpmdev.hw import crb as _hw_crb
 from tpmdev.hw.regs import CRB_BASE_ADDRESS, CRB_BUFFER_SIZE, CRB_LOCALITY_SIZE, CRB_NUM_LOCALITIES
 
 __all__ = ["CRB"]
 
 
-class CRB(FirmwareDescribed, MmioDevice):
+class CRB(FirmwareDescribed, PhysicalPresence, MmioDevice):
     """A TPM CRB (Command Response Buffer) device, as QEMU's ``tpm-crb``.
 
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
@@ -73,10 +72,7 @@ class CRB(FirmwareDescribed, MmioDevice):
                 f"localities must be 1 (QEMU's tpm-crb) or {CRB_NUM_LOCALITIES} (the PTP layout), "
                 f"got {localities!r}"
             )
-        #: The PPI page (``ppi=True``), or None.
-        self.ppi: Optional[PpiPage] = PpiPage() if check_flag("ppi", ppi) else None
-        clear = check_callback("memory_clear", memory_clear)
-        self._memory_clear = None if clear is None else self._contain("memory_clear", clear)
+        self._init_ppi(ppi, memory_clear)
         self.localities = localities
         self.address = address  # checked by the core
         super().__init__(
@@ -90,17 +86,6 @@ class CRB(FirmwareDescribed, MmioDevice):
 
     def _make_core(self, request: Callable[[int], object]) -> Any:
         return self._Core(self._forced_version or 0, self.buffer_max, request, self.localities, self.address)
-
-    def _core_reset(self, tpm_version: int, bufsize: int) -> None:
-        # QEMU's CRB reset: the PPI page's memory-overwrite request first.
-        if self.ppi is not None:
-            self.ppi.reset(self._memory_clear)
-        self.core.reset(tpm_version, bufsize)
-
-    @property
-    def ppi_address(self) -> Optional[int]:
-        """Where the PPI page sits (0xFED45000), or None without one."""
-        return None if self.ppi is None else self.ppi.address
 
     @property
     def region_size(self) -> int:  # type: ignore[override]

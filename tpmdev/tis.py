@@ -38,11 +38,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from tpmdev._device import MmioDevice, check_callback, check_flag, check_int
+from tpmdev._device import MmioDevice, check_callback, check_int
 from tpmdev.backends.base import Backend
 from tpmdev.errors import BackendError
-from tpmdev.firmware.described import FirmwareDescribed
-from tpmdev.firmware.ppi import PpiPage
+from tpmdev.firmware.described import FirmwareDescribed, PhysicalPresence
 from tpmdev.hw import tis as _hw_tis
 from tpmdev.hw.regs import TIS_BASE_ADDRESS, TIS_BUFFER_MAX, TIS_REGION_SIZE, TIS_SYSBUS_BASE_ADDRESS
 
@@ -51,7 +50,7 @@ __all__ = ["TIS", "TISSysbus"]
 IrqCallback = Callable[[int], object]
 
 
-class TIS(FirmwareDescribed, MmioDevice):
+class TIS(FirmwareDescribed, PhysicalPresence, MmioDevice):
     """A TPM TIS (FIFO) device at register level, as QEMU's ``tpm-tis``.
 
     :param backend: the TPM that runs commands (:mod:`tpmdev.backends`).
@@ -111,10 +110,7 @@ class TIS(FirmwareDescribed, MmioDevice):
     ) -> None:
         self.irq_num = check_int("irq_num", irq_num, 0, self._irq_num_max, self._irq_num_what)
         self._irq = check_callback("irq", irq, " taking the new line level")
-        #: The PPI page (``ppi=True``), or None.
-        self.ppi: Optional[PpiPage] = PpiPage() if check_flag("ppi", ppi) else None
-        clear = check_callback("memory_clear", memory_clear)
-        self._memory_clear = None if clear is None else self._contain("memory_clear", clear)
+        self._init_ppi(ppi, memory_clear)
         super().__init__(
             backend,
             tpm_version=tpm_version,
@@ -127,17 +123,6 @@ class TIS(FirmwareDescribed, MmioDevice):
     def _make_core(self, request: Callable[[int], object]) -> Any:
         irq = None if self._irq is None else self._contain("irq", self._irq)
         return self._Core(self._forced_version or 0, self.buffer_max, self.irq_num, irq, request)
-
-    def _core_reset(self, tpm_version: int, bufsize: int) -> None:
-        # QEMU's ISA TIS reset: the PPI page's memory-overwrite request first.
-        if self.ppi is not None:
-            self.ppi.reset(self._memory_clear)
-        self.core.reset(tpm_version, bufsize)
-
-    @property
-    def ppi_address(self) -> Optional[int]:
-        """Where the PPI page sits (0xFED45000), or None without one."""
-        return None if self.ppi is None else self.ppi.address
 
     @property
     def irq_level(self) -> int:

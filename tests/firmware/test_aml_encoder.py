@@ -239,6 +239,15 @@ BAD: list[tuple[str, Callable[[], object]]] = [
     ("name-empty", lambda: A.name_string("")),
     ("name-empty-seg", lambda: A.name_string("\\_SB..TPM")),
     ("name-not-str", lambda: A.name_string(b"TPM")),  # type: ignore[arg-type]
+    ("name-seg-unicode-digit", lambda: A.name_seg("TPM\u0661")),  # ARABIC-INDIC DIGIT ONE
+    ("name-seg-unicode-digit-in-path", lambda: A.name_string("\\_SB.T\u00b2")),  # SUPERSCRIPT TWO
+    ("name-seg-not-str", lambda: A.name_seg(b"TPM")),  # type: ignore[arg-type]
+    ("name-seg-none", lambda: A.name_seg(None)),  # type: ignore[arg-type]
+    ("method-name-int", lambda: A.method(7, 0)),  # type: ignore[arg-type]
+    ("unsigned-negative", lambda: A.check_unsigned("x", -1, 8)),
+    ("unsigned-too-big", lambda: A.check_unsigned("x", 256, 8)),
+    ("unsigned-bool", lambda: A.check_unsigned("x", True, 8)),
+    ("unsigned-float", lambda: A.check_unsigned("x", 1.0, 8)),
     ("int-negative", lambda: A.integer(-1)),
     ("int-too-big", lambda: A.integer(1 << 64)),
     ("int-bool", lambda: A.integer(True)),

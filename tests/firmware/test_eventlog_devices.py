@@ -210,7 +210,9 @@ def test_refused_extend_logs_nothing(tis_class: type[tpmdev.TIS]) -> None:
 
 
 def test_host_errors(tis_class: type[tpmdev.TIS]) -> None:
-    with pytest.raises(ConfigurationError, match="neither a TIS / CRB device nor a driver"):
+    with pytest.raises(
+        ConfigurationError, match=r"neither a device tpmdev.drivers.for_device drives \(.*\) nor a driver"
+    ):
         E.EventLogBuilder(object())
     with tis_class(tpmdev.backends.Builtin()) as dev:
         with pytest.raises(BackendError, match=r"TPM2_GetCapability\(TPM_CAP_PCRS\) failed .* 0x100"):
@@ -242,3 +244,23 @@ def test_log_area_for_firmware(tmp_path: Path, crb_class: type[tpmdev.CRB]) -> N
         area = builder.to_bytes(pad_to=0x10000)
         assert E.parse(area, padded=True) == builder.log
         assert E.check(E.parse(area, padded=True), dev) == []
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_pcr_beyond_23_is_reported_not_read(tis_class: type[tpmdev.TIS], version: int) -> None:
+    with tis_class(tpmdev.backends.Builtin(tpm_version=version, seed=7)) as dev:
+        start(dev)
+        builder = E.EventLogBuilder(dev)
+        builder.measure(4, T.EV_SEPARATOR, bytes(4))
+        log = E.EventLog(list(builder.log.events), builder.log.crypto_agile)
+        digests = {bank: bytes(len(d)) for bank, d in log.events[-1].digests.items()}
+        log.events.append(E.Event(24, T.EV_EVENT_TAG, digests, b"beyond the PC Client PCRs"))
+        mismatches = E.check(log, dev)
+        assert [(m.pcr, m.actual) for m in mismatches] == [(24, None)] * len(log.banks)
+        assert [m.bank for m in mismatches] == list(E.replay(log))
+
+
+@pytest.mark.parametrize("pcrs", [[24], [-1], [True], ["0"]])
+def test_pcr_selection_refuses_bad_pcr_numbers(pcrs: list[Any]) -> None:
+    with pytest.raises(ConfigurationError, match=r"PCR numbers must be 0\.\.23"):
+        C.tpm2_pcr_read(pcrs)

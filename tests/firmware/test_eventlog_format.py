@@ -344,3 +344,22 @@ def test_legacy_log_with_a_second_bank_cannot_be_written() -> None:
     log = E.EventLog([E.Event(0, 1, {"sha1": bytes(20), "sha256": bytes(32)})], crypto_agile=False)
     with pytest.raises(EventLogError, match="event 0: a legacy"):
         log.to_bytes()
+
+
+def test_no_action_in_a_bank_this_python_cannot_hash() -> None:
+    # parsed from a Spec ID event naming a bank with no hash function here
+    data = pcclient_event(0, 3, bytes(20), spec_id_event03([(SHA256, 32), (0x0099, 7)]))
+    log = E.parse(data)
+    event = log.add(0, T.EV_NO_ACTION, E.startup_locality_event(3))
+    assert event.digests == {"sha256": bytes(32), "alg_0x0099": bytes(7)}
+    assert E.parse(log.to_bytes()) == log
+
+
+def test_the_first_startup_locality_event_counts() -> None:
+    log = E.EventLog.create(["sha256"])
+    log.add(0, T.EV_NO_ACTION, E.startup_locality_event(3))
+    log.add(0, T.EV_NO_ACTION, E.startup_locality_event(4))
+    log.add(0, T.EV_S_CRTM_VERSION, b"code")
+    assert E.startup_locality_of(log) == 3
+    d = hashlib.sha256(b"code").digest()
+    assert E.replay(log) == {"sha256": {0: hashlib.sha256(bytes(31) + b"\x03" + d).digest()}}

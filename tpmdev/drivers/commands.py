@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+from tpmdev.errors import ConfigurationError
 from tpmdev.wire import TPM_ST_NO_SESSIONS, TPM_ST_SESSIONS, TPM_TAG_RQU_COMMAND, build_command, parse_header
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "TPM_RH_OWNER",
     "TPM_RH_NULL",
     "TPM_CAP_TPM_PROPERTIES",
+    "TPM_CAP_PCRS",
+    "PCR_COUNT",
     "TPMA_NV_ORDINARY_RW",
     "tpm2_startup",
     "tpm2_get_random",
@@ -46,6 +49,7 @@ __all__ = [
     "command_name",
     "decode_get_random",
     "decode_pcr_read",
+    "decode_pcr_selection",
     "decode_tpm12_digest",
 ]
 
@@ -82,7 +86,10 @@ TPM_ALG_SHA512 = 0x000D
 TPM_ALG_NULL = 0x0010
 TPM_RH_OWNER = 0x40000001
 TPM_RH_NULL = 0x40000007
+TPM_CAP_PCRS = 0x00000005
 TPM_CAP_TPM_PROPERTIES = 0x00000006
+#: PCRs of a PC Client TPM (0..23), the ones a 3-byte pcrSelect covers
+PCR_COUNT = 24
 #: TPMA_NV_OWNERWRITE | TPMA_NV_AUTHWRITE | TPMA_NV_OWNERREAD | TPMA_NV_AUTHREAD
 TPMA_NV_ORDINARY_RW = 0x00060006
 TPM_RS_PW = 0x40000009
@@ -106,8 +113,12 @@ def _password_session() -> bytes:
 
 
 def _pcr_selection(alg: int, pcrs: list[int]) -> bytes:
-    bitmap = bytearray(3)
+    bitmap = bytearray(PCR_COUNT // 8)
     for pcr in pcrs:
+        if isinstance(pcr, bool) or not isinstance(pcr, int) or not 0 <= pcr < PCR_COUNT:
+            raise ConfigurationError(
+                f"PCR numbers must be 0..{PCR_COUNT - 1} (a PC Client TPM's PCRs), got {pcr!r}"
+            )
         bitmap[pcr // 8] |= 1 << (pcr % 8)
     return struct.pack(">IHB", 1, alg, 3) + bytes(bitmap)
 
@@ -234,6 +245,27 @@ def decode_pcr_read(response: bytes) -> tuple[int, list[bytes]]:
         digests.append(response[offset + 2 : offset + 2 + size])
         offset += 2 + size
     return counter, digests
+
+
+def decode_pcr_selection(response: bytes) -> list[tuple[int, bytes]]:
+    """``[(hashAlg, pcrSelect), ...]``: the TPML_PCR_SELECTION of a successful
+    TPM2_GetCapability(TPM_CAP_PCRS) response, in the TPM's order.
+
+    Raises :class:`struct.error` when the response is too short for what it
+    announces.
+    """
+    # header, moreData (1), capability (4), then the TPML_PCR_SELECTION
+    (count,) = struct.unpack_from(">I", response, 15)
+    offset = 19
+    selections = []
+    for _ in range(count):
+        alg, size = struct.unpack_from(">HB", response, offset)
+        select = response[offset + 3 : offset + 3 + size]
+        if len(select) != size:
+            raise struct.error(f"pcrSelect of {size} bytes runs past the end of the response")
+        selections.append((alg, select))
+        offset += 3 + size
+    return selections
 
 
 def decode_tpm12_digest(response: bytes) -> bytes:

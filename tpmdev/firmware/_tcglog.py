@@ -34,6 +34,7 @@ __all__ = [
     "EventLog",
     "parse",
     "replay",
+    "startup_locality_of",
     "check_pcr",
     "check_event_type",
     "check_bytes",
@@ -469,9 +470,14 @@ class EventLog:
         check_event_type(event_type)
         data = check_bytes("data", data)
         if digests is None:
-            digests = hash_banks(self.banks, data if measured is None else check_bytes("measured", measured))
             if event_type == EV_NO_ACTION:
-                digests = {bank: bytes(len(d)) for bank, d in digests.items()}
+                # zero digests of each bank's size: no hashing, so a bank this Python
+                # cannot hash (sm3, alg_0xNNNN) still gets its record
+                sizes = self._sizes()
+                digests = {bank: bytes(sizes[bank]) for bank in self.banks}
+            else:
+                payload = data if measured is None else check_bytes("measured", measured)
+                digests = hash_banks(self.banks, payload)
         else:
             sizes = {"sha1": _SHA1_SIZE} if not self.crypto_agile else self._sizes()
             digests = dict(digests)
@@ -584,18 +590,26 @@ def _initial(pcr: int, size: int, startup_locality: int) -> bytes:
     return bytes(size)
 
 
+def startup_locality_of(log: EventLog) -> Optional[int]:
+    """The locality of the log's first ``StartupLocality`` event, else None.
+
+    PFP 1.05 section 10.4.5.3 has firmware log it before any other event in
+    PCR 0, once; should a log hold several, the first one counts (the one the
+    PFP places), here and wherever the locality is shown.
+    """
+    return next((e.startup_locality for e in log.events if e.startup_locality is not None), None)
+
+
 def replay(log: EventLog) -> dict[str, dict[int, bytes]]:
     """The PCR values *log* implies: ``{bank: {pcr: value}}`` for every bank of
     the log this Python can hash and every PCR a record extends.
 
     ``EV_NO_ACTION`` records extend nothing; a ``StartupLocality`` event sets
-    PCR 0's starting value (its last byte is the locality).
+    PCR 0's starting value (its last byte is the locality; the first such
+    event counts, see :func:`startup_locality_of`).
     """
-    locality = 0
-    for event in log.events:
-        found = event.startup_locality
-        if found is not None:
-            locality = found
+    found = startup_locality_of(log)
+    locality = 0 if found is None else found
     banks = [b for b in log.banks if _hash(b, b"") is not None]
     values: dict[str, dict[int, bytes]] = {b: {} for b in banks}
     for event in log.measurements:

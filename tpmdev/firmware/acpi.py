@@ -55,7 +55,6 @@ from typing import Any, Optional
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import aml as A
 from tpmdev.firmware import tpm_aml
-from tpmdev.firmware.ppi import PPI_ADDRESS
 from tpmdev.hw.regs import TPM_CRB_CTRL_REQ
 
 __all__ = [
@@ -117,9 +116,6 @@ TCPA_LASA_OFFSET = 42
 #: the event-log area QEMU reserves: the tables' log area minimum length (LAML)
 TPM_LOG_AREA_MINIMUM_SIZE = 0x10000
 
-#: Physical Presence Interface page on the PC machines
-_PPI_ADDRESS = PPI_ADDRESS
-
 _HEADER = struct.Struct("<4sIBB6s8sI4sI")
 # TPM2 body: platform class, reserved, control area address, start method,
 # start-method parameters (12 bytes), LAML, LASA
@@ -145,8 +141,6 @@ class FirmwarePlatform:
     start_method: int
     #: TPM2 address of the CRB control area (0 for a TIS)
     control_area: int
-    #: guest-physical address of the PPI page (PC machines)
-    ppi_address: int
 
 
 def platform_of(dev: Any) -> FirmwarePlatform:
@@ -156,11 +150,11 @@ def platform_of(dev: Any) -> FirmwarePlatform:
     kind = tpm_aml.frontend_kind(dev)
     scope = tpm_aml.device_scope(kind)
     if kind == tpm_aml.KIND_TIS_SYSBUS:
-        return FirmwarePlatform(kind, False, scope, 2, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+        return FirmwarePlatform(kind, False, scope, 2, TPM2_START_METHOD_MMIO, 0)
     if kind == tpm_aml.KIND_TIS:
-        return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_MMIO, 0, _PPI_ADDRESS)
+        return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_MMIO, 0)
     control_area = dev.address + TPM_CRB_CTRL_REQ
-    return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_CRB, control_area, _PPI_ADDRESS)
+    return FirmwarePlatform(kind, True, scope, 1, TPM2_START_METHOD_CRB, control_area)
 
 
 def log_table(dev: Any) -> Optional[str]:
@@ -203,14 +197,6 @@ def _check_id(name: str, value: object, length: int) -> bytes:
     return value.encode("ascii")
 
 
-def _check_u(name: str, value: object, bits: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{name} must be an int, got {value!r}")
-    if not 0 <= value < 1 << bits:
-        raise ConfigurationError(f"{name} must fit in {bits} bits (0..{(1 << bits) - 1:#x}), got {value:#x}")
-    return value
-
-
 def table_header(
     signature: str,
     length: int,
@@ -226,14 +212,14 @@ def table_header(
     sig = _check_id("signature", signature, 4)
     return _HEADER.pack(
         sig,
-        _check_u("length", length, 32),
-        _check_u("revision", revision, 8),
+        A.check_unsigned("length", length, 32),
+        A.check_unsigned("revision", revision, 8),
         0,
         _check_id("oem_id", oem_id, 6),
         _check_id("oem_table_id", oem_table_id, 8),
-        _check_u("oem_revision", oem_revision, 32),
+        A.check_unsigned("oem_revision", oem_revision, 32),
         _check_id("creator_id", creator_id, 4),
-        _check_u("creator_revision", creator_revision, 32),
+        A.check_unsigned("creator_revision", creator_revision, 32),
     )
 
 
@@ -268,11 +254,11 @@ def tpm2_table(
     body = _TPM2_BODY.pack(
         TPM2_PLATFORM_CLIENT,
         0,
-        _check_u("control_area", control_area, 64),
-        _check_u("start_method", start_method, 32),
+        A.check_unsigned("control_area", control_area, 64),
+        A.check_unsigned("start_method", start_method, 32),
         bytes(12),
-        _check_u("log_length", log_length, 32),
-        _check_u("log_address", log_address, 64),
+        A.check_unsigned("log_length", log_length, 32),
+        A.check_unsigned("log_address", log_address, 64),
     )
     header = table_header("TPM2", TPM2_TABLE_LENGTH, TPM2_REVISION, oem_id=oem_id, oem_table_id=oem_table_id)
     return finish_table(header + body)
@@ -287,7 +273,9 @@ def tcpa_table(
 ) -> bytes:
     """The client TCPA table (revision 2, 50 bytes) of a TPM 1.2, checksum set."""
     body = _TCPA_BODY.pack(
-        TCPA_CLIENT, _check_u("log_length", log_length, 32), _check_u("log_address", log_address, 64)
+        TCPA_CLIENT,
+        A.check_unsigned("log_length", log_length, 32),
+        A.check_unsigned("log_address", log_address, 64),
     )
     header = table_header("TCPA", TCPA_TABLE_LENGTH, TCPA_REVISION, oem_id=oem_id, oem_table_id=oem_table_id)
     return finish_table(header + body)
@@ -351,7 +339,7 @@ def acpi_tables(
 
     Every argument is checked (ConfigurationError) before anything is built.
     """
-    _check_u("log_address", log_address, 64)
+    A.check_unsigned("log_address", log_address, 64)
     _check_id("oem_id", oem_id, 6)
     _check_id("oem_table_id", oem_table_id, 8)
     platform = platform_of(dev)

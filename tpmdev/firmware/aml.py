@@ -55,6 +55,7 @@ __all__ = [
     "LockRule",
     "UpdateRule",
     # encodings
+    "check_unsigned",
     "pkg_length",
     "name_seg",
     "name_string",
@@ -253,6 +254,17 @@ class UpdateRule(enum.IntEnum):
 PKG_LENGTH_MAX = (1 << 28) - 1
 
 
+def check_unsigned(name: str, value: object, bits: int) -> int:
+    """*value* if it is an int (not a bool) that fits in *bits* unsigned bits,
+    else a :class:`ConfigurationError` naming *name* (the check of every
+    integer field of the firmware tables and fw_cfg files)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an int, got {value!r}")
+    if not 0 <= value < 1 << bits:
+        raise ConfigurationError(f"{name} must fit in {bits} bits (0..{(1 << bits) - 1:#x}), got {value:#x}")
+    return value
+
+
 def pkg_length(length: int, *, include_self: bool = True) -> bytes:
     """The PkgLength of a body of *length* bytes (20.2.4).
 
@@ -281,9 +293,16 @@ def _is_lead(c: str) -> bool:
     return "A" <= c <= "Z" or c == "_"
 
 
+def _is_name_char(c: str) -> bool:
+    # ASCII digits only: str.isdigit() also takes other scripts' digits
+    return _is_lead(c) or "0" <= c <= "9"
+
+
 def name_seg(seg: str) -> bytes:
     """One NameSeg: 1 to 4 of ``A-Z _ 0-9`` (not starting with a digit), ``_``-padded."""
-    if not 1 <= len(seg) <= 4 or not _is_lead(seg[0]) or not all(_is_lead(c) or c.isdigit() for c in seg):
+    if not isinstance(seg, str):
+        raise ConfigurationError(f"AML name segment must be a str, got {type(seg).__name__}")
+    if not 1 <= len(seg) <= 4 or not _is_lead(seg[0]) or not all(_is_name_char(c) for c in seg):
         raise ConfigurationError(
             f"AML name segment {seg!r} is not 1 to 4 characters of A-Z, _ and 0-9 starting with A-Z or _"
         )
@@ -407,19 +426,13 @@ def resource_template(*descriptors: bytes) -> bytes:
     return buffer(b"".join(descriptors) + bytes([_END_TAG, 0]))
 
 
-def _check_u32(what: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
-        raise ConfigurationError(f"{what} must be a 32-bit unsigned int, got {value!r}")
-    return value
-
-
 def memory32_fixed(base: int, length: int, *, read_write: bool = True) -> bytes:
     """Memory32Fixed(ReadWrite|ReadOnly, base, length): large item 0x86, 9 bytes (6.4.3.4)."""
     info = 1 if read_write else 0
     return (
         bytes([0x86, 0x09, 0x00, info])
-        + _check_u32("Memory32Fixed base", base).to_bytes(4, "little")
-        + _check_u32("Memory32Fixed length", length).to_bytes(4, "little")
+        + check_unsigned("Memory32Fixed base", base, 32).to_bytes(4, "little")
+        + check_unsigned("Memory32Fixed length", length, 32).to_bytes(4, "little")
     )
 
 
@@ -436,7 +449,7 @@ def interrupt(
         raise ConfigurationError(f"Interrupt needs 1 to 255 interrupt numbers, got {len(numbers)}")
     flags = consumer | edge << 1 | active_low << 2 | shared << 3 | wake << 4
     body = bytes([flags, len(numbers)]) + b"".join(
-        _check_u32("interrupt number", n).to_bytes(4, "little") for n in numbers
+        check_unsigned("interrupt number", n, 32).to_bytes(4, "little") for n in numbers
     )
     return bytes([0x89]) + len(body).to_bytes(2, "little") + body
 

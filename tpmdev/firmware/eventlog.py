@@ -64,6 +64,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Callable, NamedTuple, Optional
 
 from tpmdev.drivers import commands as _cmd
+from tpmdev.drivers import for_device
 from tpmdev.errors import BackendError, ConfigurationError, EventLogError
 from tpmdev.firmware._tcglog import (
     ALGORITHMS,
@@ -84,6 +85,7 @@ from tpmdev.firmware._tcglog import (
     parse,
     replay,
     startup_locality_event,
+    startup_locality_of,
 )
 
 __all__ = [
@@ -95,6 +97,7 @@ __all__ = [
     "bank_alg",
     "event_type_name",
     "startup_locality_event",
+    "startup_locality_of",
     "SpecIdEvent",
     "Event",
     "EventLog",
@@ -109,7 +112,8 @@ __all__ = [
 
 class PcrMismatch(NamedTuple):
     """A PCR whose value in the TPM differs from the one the log implies
-    (``actual`` None: the TPM has no such bank allocated)."""
+    (``actual`` None: the TPM has no such bank allocated, or no such PCR: a
+    PC Client TPM has PCRs 0..23, and one above is reported, never read)."""
 
     bank: str
     pcr: int
@@ -120,9 +124,10 @@ class PcrMismatch(NamedTuple):
 def check(log: EventLog, tpm: Any, *, tpm_version: Optional[int] = None) -> list[PcrMismatch]:
     """Compare :func:`replay` with the TPM's PCR_Read (TPM 1.2: TPM_PcrRead).
 
-    *tpm* is a device (TIS, TIS on sysbus, CRB) or a guest driver (anything
-    with ``transmit(command) -> response``). Returns the mismatches, empty
-    when the TPM agrees with the log on every bank and PCR the log covers.
+    *tpm* is a device (driven with :func:`tpmdev.drivers.for_device`) or a
+    guest driver (anything with ``transmit(command) -> response``). Returns
+    the mismatches, empty when the TPM agrees with the log on every bank and
+    PCR the log covers; a PCR above 23 is reported (``actual`` None), not read.
     """
     return _compare(log, _TpmConnection(tpm, tpm_version))
 
@@ -131,7 +136,9 @@ def _compare(log: EventLog, conn: _TpmConnection) -> list[PcrMismatch]:
     mismatches = []
     for bank, pcrs in replay(log).items():
         for pcr, expected in pcrs.items():
-            actual = conn.pcr_read(bank, pcr)
+            # a PC Client TPM has PCRs 0..23 only: one the log names beyond them
+            # is not read (the TPM has no such PCR), it is reported
+            actual = conn.pcr_read(bank, pcr) if pcr < _cmd.PCR_COUNT else None
             if actual != expected:
                 mismatches.append(PcrMismatch(bank, pcr, expected, actual))
     return mismatches
@@ -149,7 +156,13 @@ class _TpmConnection:
                 (getattr(tpm, a) for a in ("device", "bus", "dev") if getattr(tpm, a, None) is not None), None
             )
         else:
-            transmit = _driver_for(tpm).transmit
+            try:
+                transmit = for_device(tpm).transmit
+            except ConfigurationError:
+                raise ConfigurationError(
+                    f"{type(tpm).__name__} is neither a device tpmdev.drivers.for_device drives "
+                    "(TIS, TISSysbus, CRB, TISI2C, SPAPR) nor a driver with transmit()"
+                ) from None
         version = tpm_version if tpm_version is not None else getattr(device, "tpm_version", None)
         if version not in (1, 2):
             raise ConfigurationError(
@@ -173,22 +186,12 @@ class _TpmConnection:
         """The banks with a PCR allocated, in the TPM's order (TPM 1.2: sha1)."""
         if self.version == 1:
             return ["sha1"]
-        rsp = self.run("TPM2_GetCapability(TPM_CAP_PCRS)", _cmd.tpm2_get_capability(_TPM_CAP_PCRS, 0, 1))
+        rsp = self.run("TPM2_GetCapability(TPM_CAP_PCRS)", _cmd.tpm2_get_capability(_cmd.TPM_CAP_PCRS, 0, 1))
         try:
-            # moreData, capability, TPML_PCR_SELECTION
-            (count,) = struct.unpack_from(">I", rsp, 15)
-            pos = 19
-            banks = []
-            for _ in range(count):
-                alg, select_size = struct.unpack_from(">HB", rsp, pos)
-                select = rsp[pos + 3 : pos + 3 + select_size]
-                if len(select) != select_size:
-                    raise struct.error("short selection")
-                pos += 3 + select_size
-                if any(select):
-                    banks.append(bank_name(alg))
+            selections = _cmd.decode_pcr_selection(rsp)
         except struct.error:
             raise BackendError(f"TPM2_GetCapability(TPM_CAP_PCRS): malformed response {rsp.hex()}") from None
+        banks = [bank_name(alg) for alg, select in selections if any(select)]
         return banks
 
     def extend(self, pcr: int, digests: Mapping[str, bytes]) -> None:
@@ -211,31 +214,12 @@ class _TpmConnection:
         return digests[0] if digests else None
 
 
-_TPM_CAP_PCRS = 0x00000005
-
-
-def _driver_for(dev: Any) -> Any:
-    # imported here: the firmware package sits above the frontends
-    from tpmdev.crb import CRB
-    from tpmdev.drivers.crb import CrbDriver
-    from tpmdev.drivers.tis import TisDriver
-    from tpmdev.tis import TIS, TISSysbus
-
-    if isinstance(dev, CRB):
-        return CrbDriver(dev, address=dev.address)
-    if isinstance(dev, (TIS, TISSysbus)):
-        return TisDriver(dev)
-    raise ConfigurationError(
-        f"{type(dev).__name__} is neither a TIS / CRB device nor a driver with transmit(): "
-        "pass a guest driver (tpmdev.drivers) for other frontends"
-    )
-
-
 class EventLogBuilder:
     """Measure through a device as firmware does, keeping the event log.
 
-    :param tpm: a device (TIS, TIS on sysbus, CRB: driven at locality 0 with
-        :mod:`tpmdev.drivers`) or a guest driver with ``transmit()``. The TPM
+    :param tpm: a device (TIS, TIS on sysbus, CRB, ...: driven with the
+        driver :func:`tpmdev.drivers.for_device` probes) or a guest driver
+        with ``transmit()``. The TPM
         must be started (TPM2_Startup / TPM_Startup) already.
     :param banks: the banks to measure into (names); default every bank the
         TPM has allocated. A TPM 1.2 has ``sha1`` only and gets a legacy log.

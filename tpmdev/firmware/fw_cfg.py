@@ -31,6 +31,7 @@ from typing import Any
 
 from tpmdev.errors import ConfigurationError
 from tpmdev.firmware import acpi
+from tpmdev.firmware import aml as A
 
 __all__ = [
     "TPM_CONFIG_FILE",
@@ -64,7 +65,7 @@ def tpm_config(ppi_address: int, tpm_version: int, ppi_version: int = TPM_PPI_VE
     :param tpm_version: 0 (unknown), 1 (TPM 1.2) or 2 (TPM 2.0).
     :param ppi_version: 0 (no PPI) or 1 (PPI 1.30, what QEMU writes).
     """
-    _check_u("ppi_address", ppi_address, 32)
+    A.check_unsigned("ppi_address", ppi_address, 32)
     if isinstance(tpm_version, bool) or tpm_version not in (0, 1, 2):
         raise ConfigurationError(f"tpm_version must be 0 (unknown), 1 or 2, got {tpm_version!r}")
     if isinstance(ppi_version, bool) or ppi_version not in (TPM_PPI_VERSION_NONE, TPM_PPI_VERSION_1_30):
@@ -85,15 +86,8 @@ def fw_cfg_files(dev: Any) -> dict[str, bytes]:
     """
     platform = acpi.platform_of(dev)
     files: dict[str, bytes] = {}
-    if platform.pc and dev.ppi:
-        address = getattr(dev, "ppi_address", None) or platform.ppi_address
-        files[TPM_CONFIG_FILE] = tpm_config(address, dev.tpm_version)
+    if platform.pc and dev.ppi is not None:
+        files[TPM_CONFIG_FILE] = tpm_config(dev.ppi.address, dev.tpm_version)
     # QUIRK: QEMU adds etc/tpm/log even when no table points at it (then empty).
     files[TPM_LOG_FILE] = tpm_log(acpi.log_table(dev) is not None)
     return files
-
-
-def _check_u(name: str, value: object, bits: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
-        raise ConfigurationError(f"{name} must be an int in 0..{(1 << bits) - 1:#x}, got {value!r}")
-    return value

@@ -77,9 +77,9 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import numpy as np
 
+from tpmdev.drivers import commands as _cmd
 from tpmdev.errors import ConfigurationError
 from tpmdev.wire import (
-    TPM_ST_NO_SESSIONS,
     TPM_ST_SESSIONS,
     TPM_TAG_RQU_COMMAND,
     build_command,
@@ -335,6 +335,18 @@ def _page(dev: Device) -> PpiPage:
     return page
 
 
+def _tpm_version(dev: Device) -> int:
+    """1 or 2: the operations and commands differ, and an unknown version
+    (0: the backend has not told) must not pass for TPM 1.2."""
+    version = dev.tpm_version
+    if version not in (1, 2):
+        raise ConfigurationError(
+            f"{type(dev).__name__}'s TPM version is unknown ({version!r}): the PPI functions and "
+            "operations depend on it; use a backend that reports TPM 1.2 or 2.0"
+        )
+    return int(version)
+
+
 def init_functions(dev: Device, *, flags: Optional[PpFlags] = None) -> None:
     """Fill ``func[]`` as firmware does at every boot, so that ``_DSM``
     functions 2, 7 and 8 answer for the operations the firmware runs.
@@ -347,9 +359,10 @@ def init_functions(dev: Device, *, flags: Optional[PpFlags] = None) -> None:
     ``ppin`` is 0 it becomes 1 and ``pprq``, ``lppr``, ``next_step`` are cleared.
     """
     page = _page(dev)
+    tpm2 = _tpm_version(dev) == 2
     f = page.fields
     f["func"] = 0
-    if dev.tpm_version == 2:
+    if tpm2:
         for op, value in _offered_tpm2(flags).items():
             f["func"][op] = value
     else:
@@ -405,7 +418,7 @@ class _Tpm:
 
     # -- TPM 2.0 (Part 3), authorized by the platform hierarchy ------------
     def _platform_session(self) -> bytes:
-        auth = struct.pack(">IHBH", _TPM_RS_PW, 0, 1, len(self.auth)) + self.auth  # continueSession
+        auth = struct.pack(">IHBH", _cmd.TPM_RS_PW, 0, 1, len(self.auth)) + self.auth  # continueSession
         return struct.pack(">I", len(auth)) + auth
 
     def platform(self, code: int, params: bytes = b"") -> bytes:
@@ -413,14 +426,11 @@ class _Tpm:
         return build_command(TPM_ST_SESSIONS, code, body)
 
 
-_TPM_RS_PW = 0x40000009
 _TPM_RH_PLATFORM = 0x4000000C
 _TPM2_CC_CLEAR = 0x126
 _TPM2_CC_CLEAR_CONTROL = 0x127
 _TPM2_CC_CHANGE_EPS = 0x124
 _TPM2_CC_PCR_ALLOCATE = 0x12B
-_TPM2_CC_GET_CAPABILITY = 0x17A
-_TPM_CAP_PCRS = 0x00000005
 _PCR_SELECT_MAX = 3  # 24 PCRs, PC Client
 #: EFI_TCG2_BOOT_HASH_ALG_* bits (the PCR bank bitmap of operation 23) -> TPM_ALG_ID
 _BANK_BITS: dict[int, int] = {0x01: 0x0004, 0x02: 0x000B, 0x04: 0x000C, 0x08: 0x000D, 0x10: 0x0012}
@@ -429,27 +439,21 @@ _BANK_BITS: dict[int, int] = {0x01: 0x0004, 0x02: 0x000B, 0x04: 0x000C, 0x08: 0x
 def _pcr_banks(tpm: _Tpm) -> Optional[tuple[int, int]]:
     """(supported, active) bank bitmaps from TPM2_GetCapability(TPM_CAP_PCRS),
     as EDK2's Tpm2GetCapabilitySupportedAndActivePcrs derives them."""
-    rsp = tpm.send(
-        build_command(TPM_ST_NO_SESSIONS, _TPM2_CC_GET_CAPABILITY, struct.pack(">III", _TPM_CAP_PCRS, 0, 1))
-    )
+    rsp = tpm.send(_cmd.tpm2_get_capability(_cmd.TPM_CAP_PCRS, 0, 1))
     try:
         if response_code(rsp) != 0:
             return None
-        (count,) = struct.unpack_from(">I", rsp, 15)
-        offset = 19
-        supported = active = 0
-        for _ in range(count):
-            alg, size = struct.unpack_from(">HB", rsp, offset)
-            select = rsp[offset + 3 : offset + 3 + size]
-            offset += 3 + size
-            for bit, known in _BANK_BITS.items():
-                if alg == known:
-                    supported |= bit
-                    if any(select):
-                        active |= bit
-        return supported, active
+        selections = _cmd.decode_pcr_selection(rsp)
     except (struct.error, ValueError):
         return None
+    supported = active = 0
+    for alg, select in selections:
+        for bit, known in _BANK_BITS.items():
+            if alg == known:
+                supported |= bit
+                if any(select):
+                    active |= bit
+    return supported, active
 
 
 def _allocate(tpm: _Tpm, supported: int, banks: int) -> bool:
@@ -596,8 +600,8 @@ def run_pending(
     parameter = int(f["pprm"])
     if op == 0:
         return PpiResult(0, parameter, None)
+    tpm2 = _tpm_version(dev) == 2
     tpm = _Tpm(driver, bytes(platform_auth))
-    tpm2 = dev.tpm_version == 2
     reboot = False
     confirmed = True
     if tpm2 and op not in _OVMF_OFFERED and not (flags is not None and op in _FLAG_OPS):

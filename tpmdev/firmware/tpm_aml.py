@@ -67,16 +67,7 @@ MEMORY_CLEAR_UUID = "376054ED-CC13-4675-901C-4756D7F2D45D"
 
 # The PPI page (tpmdev.firmware.ppi): the ACPI fields start at ppin and run
 # up to the end of next_step; movv has a region of its own.
-_PPI_ADDRESS = PPI_ADDRESS
-_PPI_FIELDS_OFFSET = PPI_PPIN
 _PPI_FIELDS_LENGTH = PPI_MOVV - PPI_PPIN
-_PPI_MOVV_OFFSET = PPI_MOVV
-#: func[op] bits: the operation's state; 0 not implemented, 2 blocked for the OS
-_PPI_FUNC_MASK, _PPI_FUNC_NOT_IMPLEMENTED, _PPI_FUNC_BLOCKED = (
-    PPI_FUNC_MASK,
-    PPI_FUNC_NOT_IMPLEMENTED,
-    PPI_FUNC_BLOCKED,
-)
 
 _TPM2_HID, _TPM2_STR, _TPM12_EISAID = "MSFT0101", "TPM 2.0 Device", "PNP0C31"
 _STA_PRESENT = 0x0F
@@ -128,7 +119,7 @@ def _tpfn_flags(op: bytes) -> bytes:
 
 def _flags_are(value: int) -> bytes:
     """(Local1 & 7) == value."""
-    return A.lequal(A.and_(A.local(1), A.integer(_PPI_FUNC_MASK)), A.integer(value))
+    return A.lequal(A.and_(A.local(1), A.integer(PPI_FUNC_MASK)), A.integer(value))
 
 
 def ppi_objects() -> bytes:
@@ -150,7 +141,7 @@ def ppi_objects() -> bytes:
         A.if_(A.lgreater_equal(A.arg(0), A.integer(0x100)), A.return_(zero)),
         # A region made per call: DerefOf of a SystemMemory buffer field breaks on Windows.
         A.operation_region(
-            "TPP1", A.RegionSpace.SYSTEM_MEMORY, A.add(A.integer(_PPI_ADDRESS), A.arg(0)), A.integer(1)
+            "TPP1", A.RegionSpace.SYSTEM_MEMORY, A.add(A.integer(PPI_ADDRESS), A.arg(0)), A.integer(1)
         ),
         A.field("TPP1", A.named_field("TPPF", 8), access=A.AccessType.BYTE),
         A.return_(A.ref("TPPF")),
@@ -163,7 +154,7 @@ def ppi_objects() -> bytes:
         function(  # submit a request
             2,
             _tpfn_flags(zero),
-            A.if_(_flags_are(_PPI_FUNC_NOT_IMPLEMENTED), A.return_(one)),
+            A.if_(_flags_are(PPI_FUNC_NOT_IMPLEMENTED), A.return_(one)),
             A.store(A.local(0), pprq),
             A.store(zero, pprm),
             A.return_(zero),
@@ -189,8 +180,8 @@ def ppi_objects() -> bytes:
         function(  # submit a request, 2
             7,
             _tpfn_flags(zero),
-            A.if_(_flags_are(_PPI_FUNC_NOT_IMPLEMENTED), A.return_(one)),
-            A.if_(_flags_are(_PPI_FUNC_BLOCKED), A.return_(A.integer(3))),
+            A.if_(_flags_are(PPI_FUNC_NOT_IMPLEMENTED), A.return_(one)),
+            A.if_(_flags_are(PPI_FUNC_BLOCKED), A.return_(A.integer(3))),
             revision(1, A.store(A.local(0), pprq), A.store(zero, pprm)),
             revision(2, A.store(A.local(0), pprq), A.store(A.derefof(A.index(args, one)), pprm)),
             A.return_(zero),
@@ -198,7 +189,7 @@ def ppi_objects() -> bytes:
         function(  # user confirmation status of an operation
             8,
             _tpfn_flags(zero),
-            A.return_(A.and_(A.local(1), A.integer(_PPI_FUNC_MASK))),
+            A.return_(A.and_(A.local(1), A.integer(PPI_FUNC_MASK))),
         ),
         # QUIRK: function 3 with another revision falls through to here, as every unknown function.
         A.return_(A.buffer(bytes([0x00]))),
@@ -218,7 +209,7 @@ def ppi_objects() -> bytes:
             A.operation_region(
                 "TPP2",
                 A.RegionSpace.SYSTEM_MEMORY,
-                A.integer(_PPI_ADDRESS + _PPI_FIELDS_OFFSET),
+                A.integer(PPI_ADDRESS + PPI_PPIN),
                 A.integer(_PPI_FIELDS_LENGTH),
             ),
             A.field(
@@ -231,7 +222,7 @@ def ppi_objects() -> bytes:
                 A.named_field("LPPR", 32),
             ),
             A.operation_region(
-                "TPP3", A.RegionSpace.SYSTEM_MEMORY, A.integer(_PPI_ADDRESS + _PPI_MOVV_OFFSET), A.integer(1)
+                "TPP3", A.RegionSpace.SYSTEM_MEMORY, A.integer(PPI_ADDRESS + PPI_MOVV), A.integer(1)
             ),
             A.field("TPP3", A.named_field("MOVV", 8), access=A.AccessType.BYTE),
             tpfn,
@@ -268,5 +259,4 @@ def device_aml(dev: Any) -> bytes:
         address, size = dev.address, dev.region_size
     else:
         address, size = dev.base_address, dev.region_size
-    # `if dev.ppi` holds for the bool of today and the page object (or None) of tomorrow
-    return tpm_device(kind, tpm_version=dev.tpm_version, address=address, size=size, ppi=bool(dev.ppi))
+    return tpm_device(kind, tpm_version=dev.tpm_version, address=address, size=size, ppi=dev.ppi is not None)

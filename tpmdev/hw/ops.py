@@ -15,7 +15,10 @@ alignment of the struct ::
     };
 
 all little-endian (the register models need a little-endian host). The
-value of a read row is ignored. The result of ``execute`` is a uint64 array
+value of a read row is ignored. :func:`make_ops` builds a batch from
+:class:`Op` rows, named so that their order -- ``(kind, offset, size,
+value)``, offset before size as in ``dev.read(offset, size)`` -- cannot be
+mistaken for the dtype's field order. The result of ``execute`` is a uint64 array
 of the same length: the value each read returned, and each write's value
 echoed, so a result lines up with its batch row by row.
 """
@@ -23,10 +26,11 @@ echoed, so a result lines up with its batch row by row.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["OP_DTYPE", "OP_READ", "OP_WRITE", "make_ops"]
+__all__ = ["OP_DTYPE", "OP_READ", "OP_WRITE", "Op", "make_ops"]
 
 #: A read row (``kind``).
 OP_READ = 0
@@ -37,10 +41,26 @@ OP_WRITE = 1
 OP_DTYPE = np.dtype([("kind", "u1"), ("size", "u1"), ("offset", "<u4"), ("value", "<u8")], align=True)
 
 
+class Op(NamedTuple):
+    """One row for :func:`make_ops`: ``Op(OP_READ, offset=0x30, size=4)``,
+    ``Op(OP_WRITE, offset=0x24, size=1, value=0x40)``. A plain tuple in the
+    same order, ``(kind, offset, size, value)``, is taken too."""
+
+    kind: int
+    offset: int
+    size: int
+    value: int = 0
+
+
 def make_ops(rows: Iterable[tuple[int, int, int, int]]) -> np.ndarray:
-    """A batch from ``(kind, offset, size, value)`` tuples (value 0 for reads).
+    """A batch from :class:`Op` rows or ``(kind, offset, size, value)`` tuples
+    (value 0 for reads). The tuple order is the rows', not :data:`OP_DTYPE`'s
+    (``kind, size, offset, value``): the fields are placed by name.
 
     Nothing is checked here: ``execute`` checks every row before it runs any.
     """
-    listed = [(kind, size, offset, value) for kind, offset, size, value in rows]
+    listed = []
+    for row in rows:
+        op = Op(*row)
+        listed.append((op.kind, op.size, op.offset, op.value))
     return np.array(listed, dtype=OP_DTYPE)
