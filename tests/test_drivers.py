@@ -222,7 +222,10 @@ def test_tis_reads_a_garbled_response_again_after_response_retry(impl: str) -> N
 
 
 def test_a_locality_asked_for_one_command_is_for_that_command(tis_class: type[tpmdev.TIS]) -> None:
-    with tis_class(tpmdev.backends.Builtin()) as tis, tpmdev.CRB(tpmdev.backends.Builtin(), localities=5) as crb:
+    with (
+        tis_class(tpmdev.backends.Builtin()) as tis,
+        tpmdev.CRB(tpmdev.backends.Builtin(), localities=5) as crb,
+    ):
         for driver in (TisDriver(tis), CrbDriver(crb)):
             assert driver.transmit(C.tpm2_startup(), locality=3)[6:10] == bytes(4)
             assert driver.locality == 0  # the driver's own is unchanged
