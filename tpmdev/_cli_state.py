@@ -144,12 +144,6 @@ def _command(spec: str, version: int) -> bytes:
     return raw
 
 
-def _backend(spec: str, version: int) -> Backend:
-    if ":" not in spec and spec != "passthrough":
-        spec = f"{spec}:{'2.0' if version == 2 else '1.2'}"
-    return tpmdev.backends.open(spec)
-
-
 class _Guest:
     """A device of one frontend kind and the guest driver that runs commands on it."""
 
@@ -212,7 +206,7 @@ def _do_save(args: argparse.Namespace) -> int:
     frontend = _FRONTENDS[args.frontend]
     if frontend == "TIS-I2C" and version == 1:
         return _fail("the TIS over I2C is a TPM 2.0 interface; use --tpm 2.0")
-    guest = _Guest(frontend, _backend(args.backend, version), {})
+    guest = _Guest(frontend, tpmdev.backends.open(args.backend, tpm_version=version), {})
     with guest.dev as dev:
         guest.attach()
         guest.run(args.command, version)
@@ -234,7 +228,9 @@ def _do_load(args: argparse.Namespace) -> int:
         return _fail(
             f"{args.file} holds the state of a {parsed.info.get('backend_class')} backend: pass --backend"
         )
-    guest = _Guest(parsed.frontend, _backend(spec, parsed.tpm_version), parsed.info["config"])
+    guest = _Guest(
+        parsed.frontend, tpmdev.backends.open(spec, tpm_version=parsed.tpm_version), parsed.info["config"]
+    )
     with guest.dev as dev:
         dev.load(blob)
         guest.attach()  # (the driver's side: probe, SPAPR queue and buffer; the device state is loaded)

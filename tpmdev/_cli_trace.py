@@ -108,12 +108,6 @@ def _load(path: str) -> Optional[_trace.Trace]:
     return None
 
 
-def _open_backend(spec: str, version: int) -> Any:  # as `tpmdev demo` opens them
-    if ":" not in spec and spec != "passthrough":
-        spec = f"{spec}:{'2.0' if version == 2 else '1.2'}"
-    return tpmdev.backends.open(spec)
-
-
 def _commands(args: argparse.Namespace, version: int) -> list[bytes]:
     if args.command:
         out = []
@@ -146,7 +140,7 @@ def _record(args: argparse.Namespace) -> int:
         if args.seed is not None:
             backend: Any = tpmdev.backends.Builtin(tpm_version=version, seed=args.seed)
         else:
-            backend = _open_backend(args.backend, version)
+            backend = tpmdev.backends.open(args.backend, tpm_version=version)
     except tpmdev.TpmDevError as exc:
         return _error(str(exc), 1)
     # The output is opened first: a path that cannot be written is a usage

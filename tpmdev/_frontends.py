@@ -19,7 +19,6 @@ import tempfile
 from typing import Any
 
 from tpmdev.backends import open as open_backend
-from tpmdev.backends.base import Backend
 from tpmdev.drivers import AnyDriver, SpaprPlatform, for_device
 from tpmdev.errors import ConfigurationError, StateError
 
@@ -35,13 +34,6 @@ FRONTENDS = {
 }
 
 
-def _backend(spec: str, tpm_version: int) -> Backend:
-    kind, sep, _ = spec.partition(":")
-    if not sep and kind in ("builtin", "libtpms", "swtpm"):
-        spec = f"{kind}:{'2.0' if tpm_version == 2 else '1.2'}"
-    return open_backend(spec)
-
-
 def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[Any, AnyDriver]:
     """``(device, driver)``: *frontend* (a :data:`FRONTENDS` word) on the backend
     *backend* describes, probed by its driver. The device owns the backend."""
@@ -51,7 +43,7 @@ def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[A
         raise ConfigurationError(f"unknown frontend {frontend!r}: use one of {', '.join(FRONTENDS)}")
     if frontend == "tis-i2c" and tpm_version != 2:
         raise ConfigurationError("the TIS over I2C is a TPM 2.0 interface (as QEMU's tpm-tis-i2c)")
-    be = _backend(backend, tpm_version)
+    be = open_backend(backend, tpm_version=tpm_version)
     try:
         dev: Any
         if frontend == "tis":

@@ -58,12 +58,6 @@ def _reg_name(offset: int) -> str:
     return _REG_NAMES.get(slot, f"reg {slot:#05x}")
 
 
-def _open_backend(spec: str, version: int) -> Backend:
-    if ":" not in spec and spec != "passthrough":
-        spec = f"{spec}:{'2.0' if version == 2 else '1.2'}"
-    return tpmdev.backends.open(spec)
-
-
 def _demo_commands(version: int) -> list[tuple[str, bytes]]:
     measurement = hashlib.sha256(b"tpmdev demo").digest()
     if version == 2:
@@ -216,7 +210,7 @@ def demo(backend_kind: str, version: int, out: object, frontend: str = "tis") ->
     counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     start = time.perf_counter()
-    backend = _open_backend(backend_kind, version)
+    backend = tpmdev.backends.open(backend_kind, tpm_version=version)
     try:
         session = _Session(frontend, backend, counts)
     except BaseException:

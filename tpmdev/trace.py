@@ -553,9 +553,7 @@ def open_recorded_backend(trace: Trace, spec: Optional[str] = None) -> Any:
     kind, _, arg = spec.partition(":")
     if kind == "builtin" and not arg:
         return Builtin(tpm_version=trace.tpm_version, seed=trace.seed)
-    if ":" not in spec and spec != "passthrough":
-        spec = f"{spec}:{'2.0' if trace.tpm_version == 2 else '1.2'}"
-    return open_backend(spec)
+    return open_backend(spec, tpm_version=trace.tpm_version)
 
 
 def build_device(trace: Trace, backend: Any) -> Any:

@@ -88,3 +88,21 @@ def test_detect_version_of_every_backend(spec: str) -> None:
         assert response_code(backend.execute(startup)) == 0
         assert tpmdev.backends.detect_version(backend) == backend.tpm_version
         assert tpmdev.backends.detect_buffer_size(backend, backend.tpm_version) >= 1024
+
+
+@pytest.mark.parametrize(
+    ("spec", "default", "version"),
+    [("builtin", 1, 1), ("builtin", 2, 2), ("builtin:2.0", 1, 2), ("libtpms", 1, 1), ("swtpm", 1, 1)],
+)
+def test_the_version_a_spec_leaves_open(spec: str, default: int, version: int) -> None:
+    backend = tpmdev.backends.open(spec, tpm_version=default)
+    try:
+        assert tpmdev.backends.detect_version(backend) == version
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize("default", [0, 3, True, "2", None])
+def test_a_bad_default_version_is_refused(default: object) -> None:
+    with pytest.raises(tpmdev.ConfigurationError, match="tpm_version must be 1"):
+        tpmdev.backends.open("builtin", tpm_version=default)  # type: ignore[arg-type]

@@ -29,9 +29,9 @@ BACKEND_KINDS = ("builtin", "libtpms", "swtpm", "passthrough")
 _VERSIONS = {"1": 1, "1.2": 1, "2": 2, "2.0": 2}
 
 
-def _version(kind: str, arg: str) -> int:
+def _version(kind: str, arg: str, default: int) -> int:
     if arg == "":
-        return 2
+        return default
     try:
         return _VERSIONS[arg]
     except KeyError:
@@ -40,25 +40,28 @@ def _version(kind: str, arg: str) -> int:
         ) from None
 
 
-def open_backend(spec: str) -> Backend:
-    """Build the backend described by *spec* (see the module documentation)."""
+def open_backend(spec: str, tpm_version: int = 2) -> Backend:
+    """Build the backend described by *spec* (see the module documentation);
+    *tpm_version* (1 or 2) is the TPM a spec that names none runs."""
     if not isinstance(spec, str):
         raise ConfigurationError(f"a backend spec is a string, got {type(spec).__name__}")
+    if isinstance(tpm_version, bool) or tpm_version not in (1, 2):
+        raise ConfigurationError(f"tpm_version must be 1 (TPM 1.2) or 2 (TPM 2.0), got {tpm_version!r}")
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "builtin":
         from tpmdev.backends.builtin import Builtin
 
-        return Builtin(tpm_version=_version(kind, arg))
+        return Builtin(tpm_version=_version(kind, arg, tpm_version))
     if kind == "libtpms":
         from tpmdev.backends.libtpms import Libtpms
 
-        return Libtpms(tpm_version=_version(kind, arg))
+        return Libtpms(tpm_version=_version(kind, arg, tpm_version))
     if kind == "swtpm":
         from tpmdev.backends.emulator import Emulator
 
         if arg in _VERSIONS or arg == "":
-            return Emulator.spawn(None, tpm_version=_version(kind, arg))
+            return Emulator.spawn(None, tpm_version=_version(kind, arg, tpm_version))
         return Emulator(arg)
     if kind == "passthrough":
         from tpmdev.backends.passthrough import Passthrough
