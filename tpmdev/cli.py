@@ -23,6 +23,7 @@ import tpmdev
 from tpmdev.backends.base import Backend
 from tpmdev.drivers import commands as C
 from tpmdev._device import Device
+from tpmdev._frontends import FRONTENDS
 from tpmdev._cli_acpi import register as register_acpi
 from tpmdev._cli_bench import register as register_bench
 from tpmdev._cli_eventlog import register as register_eventlog
@@ -91,15 +92,6 @@ def _describe(label: str, response: bytes, version: int) -> str:
             return text + f", PCR 16 = {C.decode_tpm12_digest(response).hex()}"
     return text
 
-
-#: ``--frontend`` choices -> what the header line calls them
-FRONTENDS = {
-    "tis": "TIS (tpm-tis, ISA)",
-    "tis-sysbus": "TIS on sysbus (tpm-tis-device, Arm virt)",
-    "tis-i2c": "TIS over I2C (tpm-tis-i2c)",
-    "crb": "CRB (tpm-crb)",
-    "spapr": "sPAPR vTPM (tpm-spapr, CRQ)",
-}
 
 _I2C_REG_NAMES = {addr: name for name, addr in TPM_I2C_REGISTERS.items()}
 _CRB_REG_NAMES = {addr: name for name, addr in CRB_REGISTERS.items()}
