@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Optional, TextIO
 
 import tpmdev
 from tpmdev.errors import ConfigurationError, TpmDevError
@@ -172,7 +172,10 @@ def _disassemble(path: Path, err: TextIO) -> bool:
     return True
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
+    # (the streams of the moment: a caller may have replaced sys.stdout / sys.stderr)
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     version = 1 if args.tpm_version in ("1", "1.2") else 2
     ppi = not args.no_ppi and args.frontend != "tis-sysbus"
     if args.disassemble and shutil.which("iasl") is None:

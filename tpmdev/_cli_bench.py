@@ -122,8 +122,9 @@ def _print_table(rows: list[tuple[str, str, str, str, str]], out: TextIO) -> Non
         out.write("\n")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Run the suite (see the module doc); 0 when every benchmark ran."""
+    out = sys.stdout if out is None else out  # (the stream of the moment)
     suite = Path(args.suite) if args.suite else find_suite()
     if suite is None or not (suite / "conftest.py").is_file():
         print(
