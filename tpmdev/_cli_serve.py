@@ -25,7 +25,7 @@ import sys
 from types import FrameType
 from typing import Any, Optional
 
-from tpmdev._frontends import FRONTENDS, load_state, open_device, save_state
+from tpmdev._frontends import FRONTENDS, add_device_arguments, load_state, open_device, save_state
 from tpmdev.errors import TpmDevError
 from tpmdev.server import DEFAULT_PORT, PROTOCOLS, TpmServer
 
@@ -44,19 +44,9 @@ def register(subparsers: Any) -> None:
             "goes through the frontend's registers. Use it with -T mssim:port=N or -T swtpm:port=N."
         ),
     )
-    p.add_argument(
-        "--frontend",
-        choices=list(FRONTENDS),
-        default="tis",
-        help="the device: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()) + " (default tis)",
+    add_device_arguments(
+        p, backends="libtpms (default), builtin, swtpm, swtpm:CTRL_SOCKET, passthrough[:/dev/tpmN]"
     )
-    p.add_argument(
-        "--backend",
-        default="libtpms",
-        help="who runs the TPM: libtpms (default), builtin, swtpm, swtpm:CTRL_SOCKET, "
-        "passthrough[:/dev/tpmN]",
-    )
-    p.add_argument("--tpm", choices=["2.0", "2", "1.2"], default="2.0", help="TPM version (default 2.0)")
     p.add_argument("--protocol", choices=list(PROTOCOLS), default="mssim", help="default mssim")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback)")
     p.add_argument(
@@ -65,11 +55,6 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_PORT,
         help=f"command/data port N; N+1 is the platform/control port (default {DEFAULT_PORT}; "
         "0: any free pair)",
-    )
-    p.add_argument(
-        "--state",
-        metavar="FILE",
-        help="restore the device and TPM from FILE at start (if it exists) and save them there at exit",
     )
     p.set_defaults(func=run)
 

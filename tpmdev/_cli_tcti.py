@@ -35,7 +35,7 @@ import sys
 from types import FrameType
 from typing import Any, BinaryIO, Optional
 
-from tpmdev._frontends import FRONTENDS, load_state, open_device, save_state
+from tpmdev._frontends import add_device_arguments, load_state, open_device, save_state
 from tpmdev._progress import Progress
 from tpmdev.errors import TpmDevError
 from tpmdev.tpm_codes import command_name
@@ -64,23 +64,10 @@ def register(subparsers: Any) -> None:
             '-T "cmd:tpmdev tcti --frontend crb --backend libtpms --state tpm.state".'
         ),
     )
-    p.add_argument(
-        "--frontend",
-        choices=list(FRONTENDS),
-        default="tis",
-        help="the device: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()) + " (default tis)",
-    )
-    p.add_argument(
-        "--backend",
-        default="libtpms",
-        help="who runs the TPM: libtpms (default), builtin, swtpm (a swtpm process per run), "
-        "swtpm:CTRL_SOCKET, passthrough[:/dev/tpmN]",
-    )
-    p.add_argument("--tpm", choices=["2.0", "2", "1.2"], default="2.0", help="TPM version (default 2.0)")
-    p.add_argument(
-        "--state",
-        metavar="FILE",
-        help="restore the device and TPM from FILE at start (if it exists) and save them there at exit",
+    add_device_arguments(
+        p,
+        backends="libtpms (default), builtin, swtpm (a swtpm process per run), swtpm:CTRL_SOCKET, "
+        "passthrough[:/dev/tpmN]",
     )
     p.set_defaults(func=run)
 

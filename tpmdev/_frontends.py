@@ -14,6 +14,7 @@ device these build):
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from typing import Any
@@ -22,7 +23,7 @@ from tpmdev.backends import open as open_backend
 from tpmdev.drivers import AnyDriver, SpaprPlatform, for_device
 from tpmdev.errors import ConfigurationError, StateError
 
-__all__ = ["FRONTENDS", "open_device", "save_state", "load_state"]
+__all__ = ["FRONTENDS", "add_device_arguments", "open_device", "save_state", "load_state"]
 
 #: ``--frontend`` words -> what they are
 FRONTENDS = {
@@ -32,6 +33,25 @@ FRONTENDS = {
     "crb": "CRB (tpm-crb)",
     "spapr": "sPAPR vTPM (tpm-spapr, CRQ)",
 }
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, *, backends: str) -> None:
+    """The options of a command that runs a device for a TSS: ``--frontend``,
+    ``--backend`` (*backends* lists the choices for its help), ``--tpm`` and
+    ``--state``."""
+    parser.add_argument(
+        "--frontend",
+        choices=list(FRONTENDS),
+        default="tis",
+        help="the device: " + ", ".join(f"{k} = {v}" for k, v in FRONTENDS.items()) + " (default tis)",
+    )
+    parser.add_argument("--backend", default="libtpms", help=f"who runs the TPM: {backends}")
+    parser.add_argument("--tpm", choices=["2.0", "2", "1.2"], default="2.0", help="TPM version (default 2.0)")
+    parser.add_argument(
+        "--state",
+        metavar="FILE",
+        help="restore the device and TPM from FILE at start (if it exists) and save them there at exit",
+    )
 
 
 def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[Any, AnyDriver]:
