@@ -68,6 +68,7 @@ __all__ = [
     # functions
     "cast",
     "declare",
+    "address",
 ]
 
 _T = TypeVar("_T")
@@ -153,3 +154,9 @@ def declare(type: Any = None, value: Any = _UNSET, **attributes: Any) -> Any:
     if value is not _UNSET:
         return cast(type, value)
     return None
+
+
+def address(obj: _T) -> _T:
+    """``cython.address(x)``: a C pointer to *x* when compiled; the object
+    itself here (only code under ``if cython.compiled:`` takes addresses)."""
+    return obj

@@ -128,6 +128,20 @@ if sys.byteorder != "little":  # pragma: no cover - the register images are litt
     raise ImportError("tpmdev's register models need a little-endian host")
 
 
+def _small(x: object) -> cython.Py_ssize_t:
+    """The exact int *x* as a C Py_ssize_t, or -1 when it is negative or
+    does not fit one (an offset or size never is negative, so -1 is refused
+    with the rest): no exception to raise and catch on the hot path."""
+    if cython.compiled:
+        overflow: cython.int = 0
+        value: cython.longlong = PyLong_AsLongLongAndOverflow(x, cython.address(overflow))  # type: ignore[name-defined]  # noqa: F821
+        if overflow or value < 0 or value != cython.cast(cython.Py_ssize_t, value):
+            return -1
+        return cython.cast(cython.Py_ssize_t, value)
+    big: int = x  # type: ignore[assignment]
+    return big if 0 <= big <= sys.maxsize else -1
+
+
 def _index(x: object) -> object:
     """*x* as a Python int if it is an integer of any type (``__index__``:
     numpy's integer scalars, IntEnum), else None. bool is refused: it is an
@@ -191,7 +205,7 @@ class MmioCore:
     # (binding=False: the bound method is a plain C method object, the
     # cheapest call CPython has; see benchmarks/test_calls.py)
     @cython.binding(False)  # type: ignore[untyped-decorator]
-    def read(self, offset: object, size: object = 4) -> int:
+    def read(self, offset: object, size: object = 4) -> object:
         """Read *size* bytes at *offset* (relative to the region's start)."""
         off: cython.Py_ssize_t = self._check("read", offset, size)
         sz: cython.int = self._size
@@ -285,11 +299,8 @@ class MmioCore:
         sz: cython.Py_ssize_t
         if type(offset) is not int or type(size) is not int:
             return self._check_index(op, offset, size)
-        try:
-            off = offset
-            sz = size
-        except OverflowError:
-            raise AccessError(self._bad_range(op, offset, size)) from None
+        off = _small(offset)
+        sz = _small(size)
         if (
             off < 0
             or off >= self._region

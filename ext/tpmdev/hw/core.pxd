@@ -9,7 +9,10 @@ cdef unsigned int _U32
 cdef Py_ssize_t _MAX_COUNT
 cdef int OP_READ, OP_WRITE
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+
 cdef object _index(object x)
+cdef inline Py_ssize_t _small(object x) noexcept
 cdef int _piece(Py_ssize_t addr, int remaining) noexcept
 
 
