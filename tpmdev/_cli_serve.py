@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from types import FrameType
 from typing import Any, Optional
 
-from tpmdev._frontends import FRONTENDS, add_device_arguments, load_state, open_device, save_state
+from tpmdev._frontends import FRONTENDS, add_device_arguments, open_device, save_state
 from tpmdev.errors import TpmDevError
 from tpmdev.server import DEFAULT_PORT, PROTOCOLS, TpmServer
 
@@ -74,17 +73,11 @@ def run(args: argparse.Namespace) -> int:
         )
     version = 1 if args.tpm == "1.2" else 2
     try:
-        dev, driver = open_device(args.frontend, args.backend, tpm_version=version)
+        dev, driver = open_device(args.frontend, args.backend, tpm_version=version, state=args.state)
     except TpmDevError as exc:
         print(f"tpmdev serve: {exc}", file=sys.stderr)
         return 1
     with dev:
-        if args.state and os.path.exists(args.state):
-            try:
-                load_state(dev, args.state)
-            except TpmDevError as exc:
-                print(f"tpmdev serve: {exc}", file=sys.stderr)
-                return 1
         try:
             server = TpmServer(dev, driver, protocol=args.protocol, host=args.host, port=args.port)
             server.start()

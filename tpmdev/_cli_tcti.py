@@ -35,7 +35,7 @@ import sys
 from types import FrameType
 from typing import Any, BinaryIO, Optional
 
-from tpmdev._frontends import add_device_arguments, load_state, open_device, save_state
+from tpmdev._frontends import add_device_arguments, open_device, save_state
 from tpmdev._progress import Progress
 from tpmdev.errors import TpmDevError
 from tpmdev.tpm_codes import command_name
@@ -77,17 +77,11 @@ def run(args: argparse.Namespace) -> int:
     stop = _install_stop_handlers()
     try:
         try:
-            dev, driver = open_device(args.frontend, args.backend, tpm_version=version)
+            dev, driver = open_device(args.frontend, args.backend, tpm_version=version, state=args.state)
         except TpmDevError as exc:
             print(f"tpmdev tcti: {exc}", file=sys.stderr)
             return 1
         with dev:
-            if args.state and os.path.exists(args.state):
-                try:
-                    load_state(dev, args.state)
-                except TpmDevError as exc:
-                    print(f"tpmdev tcti: {exc}", file=sys.stderr)
-                    return 1
             status = 0
             try:
                 serve_pipe(driver, sys.stdin.buffer, sys.stdout.buffer)

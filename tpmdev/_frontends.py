@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 from tpmdev.backends import open as open_backend
 from tpmdev.drivers import AnyDriver, SpaprPlatform, for_device
 from tpmdev.errors import ConfigurationError, StateError
 
-__all__ = ["FRONTENDS", "add_device_arguments", "open_device", "save_state", "load_state"]
+__all__ = ["FRONTENDS", "frontend_class", "add_device_arguments", "open_device", "save_state", "load_state"]
 
 #: ``--frontend`` words -> what they are
 FRONTENDS = {
@@ -33,6 +33,22 @@ FRONTENDS = {
     "crb": "CRB (tpm-crb)",
     "spapr": "sPAPR vTPM (tpm-spapr, CRQ)",
 }
+
+
+def frontend_class(frontend: str) -> type:
+    """The device class of a :data:`FRONTENDS` word."""
+    import tpmdev
+
+    classes: dict[str, type] = {
+        "tis": tpmdev.TIS,
+        "tis-sysbus": tpmdev.TISSysbus,
+        "tis-i2c": tpmdev.TISI2C,
+        "crb": tpmdev.CRB,
+        "spapr": tpmdev.SPAPR,
+    }
+    if frontend not in classes:
+        raise ConfigurationError(f"unknown frontend {frontend!r}: use one of {', '.join(FRONTENDS)}")
+    return classes[frontend]
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, *, backends: str) -> None:
@@ -54,9 +70,13 @@ def add_device_arguments(parser: argparse.ArgumentParser, *, backends: str) -> N
     )
 
 
-def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[Any, AnyDriver]:
+def open_device(
+    frontend: str, backend: str, *, tpm_version: int = 2, state: Optional[str] = None
+) -> tuple[Any, AnyDriver]:
     """``(device, driver)``: *frontend* (a :data:`FRONTENDS` word) on the backend
-    *backend* describes, probed by its driver. The device owns the backend."""
+    *backend* describes, probed by its driver, then restored from the
+    :func:`save_state` file *state* if one exists there. The device owns the
+    backend."""
     import tpmdev
 
     if frontend not in FRONTENDS:
@@ -66,15 +86,7 @@ def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[A
     be = open_backend(backend, tpm_version=tpm_version)
     try:
         dev: Any
-        if frontend == "tis":
-            dev = tpmdev.TIS(be)
-        elif frontend == "tis-sysbus":
-            dev = tpmdev.TISSysbus(be)
-        elif frontend == "crb":
-            dev = tpmdev.CRB(be)
-        elif frontend == "tis-i2c":
-            dev = tpmdev.TISI2C(be)
-        else:
+        if frontend == "spapr":
             platform = SpaprPlatform()
             dev = tpmdev.SPAPR(
                 be,
@@ -82,14 +94,19 @@ def open_device(frontend: str, backend: str, *, tpm_version: int = 2) -> tuple[A
                 dma_write=platform.dma_write,
                 send_crq=platform.send_crq,
             )
+        else:
+            dev = frontend_class(frontend)(be)
     except BaseException:
         be.close()
         raise
     try:
-        return dev, for_device(dev)
+        driver = for_device(dev)
+        if state and os.path.exists(state):
+            load_state(dev, state)
     except BaseException:
         dev.close()
         raise
+    return dev, driver
 
 
 def save_state(dev: Any, path: str) -> None:

@@ -218,9 +218,10 @@ def _parse_option(text: str, where: str) -> Any:
 
 
 def _frontend_classes() -> dict[str, type]:
-    import tpmdev
+    """The frontends a trace covers (the register ones), by their trace names."""
+    from tpmdev._frontends import frontend_class as _class_of
 
-    return {"tis": tpmdev.TIS, "tis-sysbus": tpmdev.TISSysbus, "crb": tpmdev.CRB, "tis-i2c": tpmdev.TISI2C}
+    return {kind: _class_of(kind) for kind in ("tis", "tis-sysbus", "crb", "tis-i2c")}
 
 
 def frontend_class(kind: str) -> type:
