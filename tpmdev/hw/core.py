@@ -301,17 +301,20 @@ class MmioCore:
             return self._check_index(op, offset, size)
         off = _small(offset)
         sz = _small(size)
-        if (
-            off < 0
-            or off >= self._region
-            or sz <= 0
-            or sz > 8
-            or not ((self._sizes >> sz) & 1)
-            or sz > self._region - off
-        ):
+        if not self._fits(off, sz):
             raise AccessError(self._bad_range(op, offset, size))
         self._size = sz
         return off
+
+    def _fits(self, off: cython.Py_ssize_t, sz: cython.Py_ssize_t) -> cython.bint:
+        """Whether *sz* bytes at *off* is an access this region takes: a size
+        it accepts, all of it inside (never adds, so it cannot overflow)."""
+        return (
+            0 <= off < self._region
+            and 0 < sz <= 8
+            and bool((self._sizes >> sz) & 1)
+            and sz <= self._region - off
+        )
 
     def _check_index(self, op: str, offset: object, size: object) -> cython.Py_ssize_t:
         """:meth:`_check` for integers of other types (numpy, IntEnum); the rest refused."""
@@ -551,14 +554,7 @@ class MmioCore:
             kind = kinds[i]  # type: ignore[index]
             sz = sizes[i]  # type: ignore[index]
             off = offsets[i]  # type: ignore[index]
-            if (
-                (kind != OP_READ and kind != OP_WRITE)
-                or sz <= 0
-                or sz > 8
-                or not ((self._sizes >> sz) & 1)
-                or off >= self._region
-                or sz > self._region - off
-            ):
+            if (kind != OP_READ and kind != OP_WRITE) or not self._fits(off, sz):
                 return i
             if kind == OP_WRITE and sz < 8:
                 value = values[i]  # type: ignore[index]

@@ -28,6 +28,7 @@ cdef class MmioCore:
     cdef int _size  # the size _check accepted last
 
     cdef Py_ssize_t _check(self, str op, object offset, object size) except -1
+    cdef inline bint _fits(self, Py_ssize_t off, Py_ssize_t sz) noexcept
     cdef Py_ssize_t _check_index(self, str op, object offset, object size) except -1
     cdef unsigned long long _value(self, object value, object size, int sz) except? 0xFFFFFFFFFFFFFFFF
     cdef Py_ssize_t _bounded(self, object x, Py_ssize_t limit) except? -2
